@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Everything `make` needs on a fresh machine: the virtualenv, the packages, the Kafka jars.
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need java || ! need mvn; then
+  echo "setup: installing Java 17 and Maven from Debian's packages" >&2
+  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+echo "setup: installing sentryml with the worker, trainer and dev extras (first run: several minutes)" >&2
+"$VENV/bin/python" -m pip install -q -e ".[worker,trainer,dev]"
+"$PYTHON" scripts/kafka_local.py fetch
+echo "setup: done" >&2

@@ -1,0 +1,1 @@
+"""`sentryml` command groups; each module has ``register(app)``."""

@@ -1,0 +1,129 @@
+"""Configuration: one frozen pydantic-settings class per deployable, env prefix ``SENTRYML_``.
+
+Nested sections are plain models and are set with a single underscore after the section
+name: ``SENTRYML_KAFKA_BOOTSTRAP``, ``SENTRYML_STORE_URL``, ``SENTRYML_JUDGE_BASE_URL``.
+Secrets are ``SecretStr`` and never printed: :func:`redacted` gives the printable view
+that ``sentryml config show`` uses.
+
+>>> ProducerSettings(kafka=KafkaSettings(bootstrap="10.0.0.5:9092")).kafka.bootstrap
+'10.0.0.5:9092'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.events import DEFAULT_MAX_EVENT_BYTES
+
+
+def default_data_dir() -> Path:
+    """Where embedded state lives when nothing is configured (XDG data dir)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "sentryml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    topic_prefix: str = Field("sentryml.", description="Prefix of every SentryML topic")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    partitions: int = Field(6, ge=1, description="Partitions for `topics create`")
+    replication_factor: int = Field(1, ge=1)
+    retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=60_000)
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by every confluent-kafka client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username or ""
+            conf["sasl.password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else ""
+            )
+        return conf
+
+
+class StoreSettings(_Section):
+    url: str = Field(
+        default_factory=lambda: f"chdb://{default_data_dir() / 'chdb'}",
+        description="chdb:///path (embedded) or http(s)://host:8123 (ClickHouse server)",
+    )
+    database: str = "sentryml"
+    username: str = "default"
+    password: SecretStr | None = None
+
+    @field_validator("database")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not value.replace("_", "").isalnum():
+            raise ValueError("database must be letters, digits and underscores")
+        return value
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SENTRYML_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        frozen=True,
+        extra="ignore",
+    )
+
+
+class ProducerSettings(_Settings):
+    """What the inference-side SDK (:class:`streams.producer.InferenceLogger`) reads."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    max_event_bytes: int = Field(DEFAULT_MAX_EVENT_BYTES, ge=1024)
+    linger_ms: int = Field(5, ge=0, le=1000)
+    queue_max_messages: int = Field(100_000, ge=1)
+    block_ms: int = Field(
+        0, ge=0, description="How long log() may wait when the queue is full (0 = drop)"
+    )
+
+
+class WorkerSettings(_Settings):
+    """The stream worker (`sentryml worker`)."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    store: StoreSettings = StoreSettings()
+    max_event_bytes: int = Field(DEFAULT_MAX_EVENT_BYTES, ge=1024)
+    consumer_group: str = "sentryml-worker"
+    worker_id: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
+
+
+class JudgeSettings(_Settings):
+    """The LLM judge client (OpenAI-compatible endpoint)."""
+
+    base_url: str = "http://127.0.0.1:8080/v1"
+    model: str = "smollm2-135m-instruct"
+    api_key: SecretStr = SecretStr("sk-local")
+    timeout_s: float = Field(30.0, gt=0)
+    max_concurrency: int = Field(4, ge=1, le=256)
+
+
+class TrainerSettings(_Settings):
+    """The trainer worker (`sentryml trainer`)."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    store: StoreSettings = StoreSettings()
+    adapters_dir: Path = Field(default_factory=lambda: default_data_dir() / "adapters")
+
+
+def redacted(settings: BaseModel) -> dict[str, Any]:
+    """The settings as a plain dict with every secret shown as ``'**********'``."""
+    return settings.model_dump(mode="json")

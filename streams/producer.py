@@ -1,0 +1,160 @@
+"""The producer SDK: what an inference service calls once per request.
+
+>>> with InferenceLogger() as logger:                                   # doctest: +SKIP
+...     logger.log(request_id=rid, base_model="llama-3-8b", adapter_version="v7",
+...                prompt=prompt, completion=text, completion_tokens=n, latency_ms=ms)
+
+``log()`` validates the event, hands it to librdkafka's queue and returns at once: it
+never waits for the broker. When the local queue is full the event is dropped and counted
+(or, with ``block_ms > 0``, the call waits at most that long for room). Delivery failures
+are counted too; read them from :attr:`InferenceLogger.stats`. The producer is idempotent
+(retries cannot duplicate), compresses with lz4 and keys by ``request_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+from pydantic import ValidationError
+
+from schemas.events import InferenceLog
+from schemas.exceptions import InvalidEvent
+from streams.config import ProducerSettings
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoggerStats:
+    """Counters since the logger was created."""
+
+    enqueued: int = 0
+    delivered: int = 0
+    failed: int = 0
+    dropped: int = 0
+    invalid: int = 0
+    last_error: str | None = None
+
+
+class InferenceLogger:
+    """Publish :class:`~schemas.events.InferenceLog` events to Kafka without blocking.
+
+    ``strict=True`` raises :class:`~schemas.exceptions.InvalidEvent` for a bad event (use
+    it in tests and development); by default a bad event is counted, logged and skipped,
+    so monitoring can never fail a user's request.
+    """
+
+    def __init__(
+        self,
+        settings: ProducerSettings | None = None,
+        *,
+        strict: bool = False,
+        producer_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings or ProducerSettings()
+        self.strict = strict
+        self.topic = Topics(self.settings.kafka.topic_prefix).inference_logs
+        self.stats = LoggerStats()
+        self._lock = threading.Lock()
+        self._last_warning = 0.0
+        conf: dict[str, Any] = {
+            **self.settings.kafka.client_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "lz4",
+            "linger.ms": self.settings.linger_ms,
+            "queue.buffering.max.messages": self.settings.queue_max_messages,
+            "message.max.bytes": max(self.settings.max_event_bytes + 4096, 1_000_000),
+            "error_cb": self._on_error,
+        }
+        conf.update(producer_config or {})
+        self._producer = Producer(conf)
+
+    # -- public API -------------------------------------------------------------------
+    def log(self, event: InferenceLog | None = None, /, **fields: Any) -> bool:
+        """Queue one event; return True if queued, False if it was dropped or invalid."""
+        try:
+            if event is None:
+                event = InferenceLog(**fields)
+            payload = event.to_bytes()
+            if len(payload) > self.settings.max_event_bytes:
+                raise InvalidEvent(
+                    f"event {event.request_id} is {len(payload)} bytes, over the "
+                    f"{self.settings.max_event_bytes}-byte limit",
+                    reason="size",
+                )
+        except (ValidationError, InvalidEvent) as exc:
+            with self._lock:
+                self.stats.invalid += 1
+            if self.strict:
+                if isinstance(exc, ValidationError):
+                    raise InvalidEvent(f"invalid inference log: {exc}") from exc
+                raise
+            self._warn(f"invalid inference log skipped: {exc}")
+            return False
+        return self._produce(event.request_id.encode(), payload)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait up to ``timeout`` s for queued events; return how many are still queued."""
+        return int(self._producer.flush(timeout))
+
+    def close(self, timeout: float = 30.0) -> None:
+        remaining = self.flush(timeout)
+        if remaining:
+            log.warning("%d inference logs were still queued at close", remaining)
+
+    def __enter__(self) -> InferenceLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        """Events queued locally, not yet acknowledged by the broker."""
+        return len(self._producer)
+
+    # -- internals --------------------------------------------------------------------
+    def _produce(self, key: bytes, payload: bytes) -> bool:
+        deadline = time.monotonic() + self.settings.block_ms / 1000
+        while True:
+            try:
+                self._producer.produce(self.topic, payload, key, on_delivery=self._on_delivery)
+                self._producer.poll(0)
+                with self._lock:
+                    self.stats.enqueued += 1
+                return True
+            except BufferError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    with self._lock:
+                        self.stats.dropped += 1
+                    self._warn("producer queue full: inference log dropped (raise block_ms?)")
+                    return False
+                self._producer.poll(min(remaining, 0.05))
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        with self._lock:
+            if err is None:
+                self.stats.delivered += 1
+            else:
+                self.stats.failed += 1
+                self.stats.last_error = err.str()
+        if err is not None:
+            self._warn(f"inference log delivery failed: {err.str()}")
+
+    def _on_error(self, err: KafkaError) -> None:
+        with self._lock:
+            self.stats.last_error = err.str()
+        self._warn(f"kafka client error: {err.str()}")
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 5.0:  # rate-limited: never flood the service's logs
+            self._last_warning = now
+            log.warning("%s (stats: %s)", message, self.stats)

@@ -1,0 +1,103 @@
+"""Shared fixtures: one real Kafka broker and one chDB folder per test session.
+
+The broker is started by ``scripts/kafka_local.py`` on a free port (or taken from
+``SENTRYML_TEST_KAFKA_BOOTSTRAP``). chDB allows one data folder per process, so tests
+isolate by database instead: every ``store`` is a fresh database in the session folder.
+Every ``kafka`` settings object has its own topic prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from streams.config import KafkaSettings, StoreSettings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a real local Kafka 4.x broker for this test session."""
+    given = os.environ.get("SENTRYML_TEST_KAFKA_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    data = tmp_path_factory.mktemp("kafka")
+    port = _free_port()
+    script = REPO / "scripts" / "kafka_local.py"
+    env = {k: v for k, v in os.environ.items() if k != "SENTRYML_KAFKA_BOOTSTRAP"}
+    subprocess.run(
+        [sys.executable, str(script), "start", "--port", str(port), "--dir", str(data)],
+        check=True,
+        env=env,
+    )
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([sys.executable, str(script), "stop", "--dir", str(data)], check=False)
+
+
+@pytest.fixture
+def kafka(kafka_bootstrap: str) -> KafkaSettings:
+    """Kafka settings with a topic prefix of this test's own."""
+    return KafkaSettings(
+        bootstrap=kafka_bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:10]}.", partitions=3
+    )
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture
+def store_settings(chdb_dir: Path) -> StoreSettings:
+    return StoreSettings(url=f"chdb://{chdb_dir}", database=f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def store(store_settings: StoreSettings) -> Iterator[object]:
+    """A migrated, empty database in the session's chDB folder."""
+    from workers.store import open_store
+
+    s = open_store(store_settings)
+    s.migrate()
+    try:
+        yield s
+    finally:
+        s.command(f"DROP DATABASE IF EXISTS {store_settings.database}")
+        s.close()
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float = 60.0, interval: float = 0.2, what: str = ""
+) -> object:
+    """Poll ``condition`` until it returns a truthy value; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}: {last!r}")

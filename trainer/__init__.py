@@ -1,0 +1,1 @@
+"""SentryML trainer."""
