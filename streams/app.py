@@ -1,0 +1,105 @@
+"""The Faust application, built by a factory (never a module global).
+
+``create_app`` wires settings, the store, the topics and an injected clock into a
+:class:`WorkerContext`, then lets each agent module in :data:`AGENT_MODULES` register its
+agents and timers on the app. Agents stay thin: they iterate, call the pure functions in
+``workers/``, and send results.
+
+>>> app, ctx = create_app(WorkerSettings())          # doctest: +SKIP
+>>> run_worker(app)                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import faust
+
+from schemas.events import utcnow
+from streams.config import WorkerSettings
+from streams.topics import Topics
+from workers.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+#: Agent modules, each with ``register(app: faust.App, ctx: WorkerContext) -> None``.
+AGENT_MODULES: tuple[str, ...] = ("streams.agents.ingest",)
+
+
+@dataclass
+class WorkerMetrics:
+    """Counters the worker exposes (log lines, and Prometheus text where enabled)."""
+
+    counters: dict[str, float] = field(default_factory=dict)
+
+    def inc(self, name: str, value: float = 1.0) -> None:
+        self.counters[name] = self.counters.get(name, 0.0) + value
+
+    def set(self, name: str, value: float) -> None:
+        self.counters[name] = value
+
+
+@dataclass
+class WorkerContext:
+    """Everything an agent needs, injected: config, store, topic names, clock, metrics."""
+
+    settings: WorkerSettings
+    store: Store
+    topics: Topics
+    now: Callable[[], datetime] = utcnow
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _faust_broker_options(settings: WorkerSettings) -> dict[str, Any]:
+    kafka = settings.kafka
+    options: dict[str, Any] = {"broker": f"kafka://{kafka.bootstrap.replace(',', ';kafka://')}"}
+    if kafka.security_protocol.startswith("SASL"):
+        options["broker_credentials"] = faust.SASLCredentials(
+            username=kafka.sasl_username or "",
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else "",
+            mechanism=kafka.sasl_mechanism,
+        )
+    return options
+
+
+def create_app(
+    settings: WorkerSettings | None = None,
+    *,
+    store: Store | None = None,
+    now: Callable[[], datetime] = utcnow,
+    agent_modules: Sequence[str] = AGENT_MODULES,
+) -> tuple[faust.App, WorkerContext]:
+    """Build a Faust app and its context; nothing connects until the app starts."""
+    settings = settings or WorkerSettings()
+    store = store or open_store(settings.store)
+    ctx = WorkerContext(
+        settings=settings, store=store, topics=Topics(settings.kafka.topic_prefix), now=now
+    )
+    app = faust.App(
+        settings.consumer_group,
+        **_faust_broker_options(settings),
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        stream_wait_empty=True,
+        logging_config=None,
+    )
+    for name in agent_modules:
+        importlib.import_module(name).register(app, ctx)
+    return app, ctx
+
+
+def run_worker(app: faust.App, loglevel: str = "info") -> None:
+    """Run the app in the foreground until SIGINT/SIGTERM (graceful: flush, then commit)."""
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
