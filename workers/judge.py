@@ -1,0 +1,608 @@
+"""The LLM judge client: rubric scoring of sampled completions on any OpenAI-compatible endpoint.
+
+One judge call grades one dimension (format compliance 1–5, factual consistency 1–5,
+refusal yes/no) and answers a JSON object constrained by ``response_format`` and parsed
+strictly with pydantic. An answer that does not parse is asked for once more, then
+recorded as a judge failure (``ok=False``, no score) — never guessed into a score.
+
+Transport failures are retried here, not in the SDK (``max_retries=0``): jittered
+exponential backoff, ``Retry-After`` honoured on 429, a per-call timeout. When a call
+still fails after ``max_attempts`` the request raises :class:`JudgeUnavailable` and the
+agent sends it to the DLQ. At most ``max_concurrency`` HTTP calls are in flight.
+
+>>> client = JudgeClient(JudgeSettings(base_url="http://127.0.0.1:8080/v1"))  # doctest: +SKIP
+>>> scores = await client.score(log)                                         # doctest: +SKIP
+>>> [(s.dimension, s.score, s.ok) for s in scores]                           # doctest: +SKIP
+[('format', 4, True), ('factual', 5, True), ('refusal', 0, True)]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import openai
+from jsonschema import exceptions as jsonschema_exceptions
+from jsonschema import validators
+from pydantic import ValidationError
+
+from schemas.events import InferenceLog, JudgeScore, decode_event, utcnow
+from schemas.exceptions import InvalidEvent
+from streams.config import JudgeSettings
+from workers.exceptions import JudgeError, JudgeRejected, JudgeUnavailable
+from workers.judge_prompts import (
+    RUBRICS,
+    RefusalVerdict,
+    Rubric,
+    ScaleVerdict,
+    answer_schema,
+    build_messages,
+    detect_injection,
+    new_boundary,
+)
+
+log = logging.getLogger(__name__)
+
+#: Longest prompt/completion text sent to the judge (characters; the rest is cut, noted).
+MAX_REVIEW_CHARS = 12_000
+#: Longest rationale stored.
+MAX_STORED_RATIONALE = 500
+
+Verdict = ScaleVerdict | RefusalVerdict
+
+
+# -- deterministic checks ------------------------------------------------------------------
+
+
+def load_output_schema(path: Path) -> dict[str, Any]:
+    """Read and check a model's declared output JSON Schema; ``ValueError`` names the file."""
+    try:
+        schema = json.loads(Path(path).read_text())
+        validators.validator_for(schema).check_schema(schema)
+    except (OSError, ValueError, jsonschema_exceptions.SchemaError) as exc:
+        raise ValueError(f"output schema {path} is not a readable JSON Schema: {exc}") from exc
+    if not isinstance(schema, dict):
+        raise ValueError(f"output schema {path} must be a JSON object")
+    return schema
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?```$", re.S)
+
+
+def _unfence(text: str) -> str:
+    text = text.strip()
+    fenced = _FENCE.match(text)
+    return fenced.group(1).strip() if fenced else text
+
+
+def schema_check(completion: str, schema: dict[str, Any]) -> bool:
+    """Whether ``completion`` is JSON valid under ``schema`` (a ```json fence is allowed).
+
+    >>> schema_check('{"a": 1}', {"type": "object", "required": ["a"]})
+    True
+    >>> schema_check("sure! here it is", {"type": "object"})
+    False
+    """
+    try:
+        instance = json.loads(_unfence(completion))
+    except ValueError:
+        return False
+    return bool(validators.validator_for(schema)(schema).is_valid(instance))
+
+
+def parse_verdict(rubric: Rubric, content: str) -> Verdict:
+    """Parse a judge answer strictly; ``ValueError`` says why it is not usable."""
+    model: type[ScaleVerdict] | type[RefusalVerdict] = (
+        RefusalVerdict if rubric.scale == "bool" else ScaleVerdict
+    )
+    try:
+        return model.model_validate_json(_unfence(content))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<answer>'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"unparsable judge answer ({problems}): {content[:200]!r}") from exc
+
+
+def review_text(event: InferenceLog) -> str:
+    """The request as the judge sees it: the prompt, or the chat turns as ``role: text``."""
+    if event.prompt is not None:
+        return event.prompt
+    return "\n".join(f"{m.role}: {m.content}" for m in event.messages or [])
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_REVIEW_CHARS:
+        return text
+    return text[:MAX_REVIEW_CHARS] + f"\n[... {len(text) - MAX_REVIEW_CHARS} characters cut]"
+
+
+# -- the client ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """One successful HTTP call to the judge."""
+
+    content: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The judge's answer on one dimension (after the one re-ask of an unparsable answer)."""
+
+    verdict: Verdict | None
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms`` or ``Retry-After``), if any.
+
+    ``headers`` is case-insensitive in practice (openai's ``httpx2.Headers``).
+
+    >>> retry_after_s({"retry-after": "2"}), retry_after_s({"retry-after-ms": "1500"})
+    (2.0, 1.5)
+    """
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class JudgeClient:
+    """Async judge on an OpenAI-compatible endpoint, with bounded concurrency and retries.
+
+    ``http_client`` lets a caller bring its own HTTP client (an ``httpx2.AsyncClient``, the
+    library the openai SDK uses: proxies, custom TLS); ``sleep`` and ``rng`` make the backoff schedule reproducible. One client
+    belongs to one event loop.
+    """
+
+    def __init__(
+        self,
+        settings: JudgeSettings,
+        *,
+        http_client: Any = None,
+        now: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.now = now
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._openai = openai.AsyncOpenAI(
+            base_url=settings.base_url,
+            api_key=settings.api_key.get_secret_value(),
+            timeout=settings.timeout_s,
+            max_retries=0,  # retries are ours: jitter, Retry-After, DLQ after N
+            http_client=http_client,
+        )
+        self._semaphore = asyncio.Semaphore(settings.max_concurrency)
+        self._style = (
+            "json_schema" if settings.response_format == "auto" else settings.response_format
+        )
+        self._output_schemas = {
+            name: load_output_schema(model.output_schema)
+            for name, model in settings.models.items()
+            if model.output_schema is not None
+        }
+        #: HTTP calls in flight now, and the most ever in flight at once.
+        self.in_flight = 0
+        self.max_in_flight = 0
+        #: counters: ``attempts``, ``retry:<reason>``, ``unparsable``, ``reask`` ...
+        self.stats: Counter[str] = Counter()
+
+    async def aclose(self) -> None:
+        await self._openai.close()
+
+    @property
+    def response_format_style(self) -> str:
+        """``json_schema`` or ``json_object`` (what ``auto`` settled on)."""
+        return self._style
+
+    # -- one HTTP call, with retries ----------------------------------------------------
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        async with self._semaphore:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
+
+    def _format_args(self, schema: dict[str, Any], name: str) -> dict[str, Any]:
+        if self._style == "json_schema":
+            # strict=False: strict mode on OpenAI rejects keywords such as maxLength that
+            # local grammars use; our own parsing is strict either way.
+            fmt = {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+            fmt["json_schema"]["strict"] = False  # type: ignore[index]
+            return {"response_format": fmt}
+        # llama-cpp-python's form; sent raw because it is not in the SDK's types.
+        return {"extra_body": {"response_format": {"type": "json_object", "schema": schema}}}
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.settings.max_backoff_s, self.settings.backoff_s * 2 ** (attempt - 1))
+        return base * (0.5 + 0.5 * self._rng.random())  # "equal jitter": never zero
+
+    async def complete(
+        self, messages: list[dict[str, str]], schema: dict[str, Any], name: str
+    ) -> CallResult:
+        """One chat completion constrained to ``schema``; raises :class:`JudgeError`."""
+        max_attempts = self.settings.max_attempts
+        attempt = 0
+        last = ""
+        reason = "server_error"
+        while attempt < max_attempts:
+            attempt += 1
+            self.stats["attempts"] += 1
+            wait: float | None = None
+            style = self._style
+            try:
+                async with self._slot():
+                    start = time.monotonic()
+                    response = await self._openai.chat.completions.create(
+                        model=self.settings.model,
+                        messages=messages,  # type: ignore[arg-type]
+                        temperature=self.settings.temperature,
+                        max_tokens=self.settings.max_tokens,
+                        **self._format_args(schema, name),
+                    )
+                    latency_ms = (time.monotonic() - start) * 1000
+            except openai.RateLimitError as exc:
+                reason, last = "rate_limited", str(exc)
+                wait = retry_after_s(exc.response.headers)
+                if wait is not None and wait > self.settings.max_backoff_s:
+                    raise JudgeUnavailable(
+                        f"judge at {self.settings.base_url} asks to wait {wait:.0f}s "
+                        f"(Retry-After), more than max_backoff_s={self.settings.max_backoff_s}",
+                        reason=reason,
+                        attempts=attempt,
+                    ) from exc
+            except openai.APITimeoutError as exc:
+                reason, last = "timeout", f"no answer within {self.settings.timeout_s}s: {exc}"
+            except openai.APIConnectionError as exc:
+                reason, last = "connection", str(exc)
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                if status >= 500 or status in (408, 409):
+                    reason, last = "server_error", str(exc)
+                elif self._may_fall_back(exc, style):
+                    if self._style == "json_schema":  # else a concurrent call switched already
+                        log.warning(
+                            "judge at %s rejects response_format json_schema; using "
+                            "json_object with a schema (llama-cpp-python style) from now on",
+                            self.settings.base_url,
+                        )
+                        self._style = "json_object"
+                    attempt -= 1  # the endpoint's dialect, not a failure
+                    continue
+                else:
+                    raise JudgeRejected(
+                        f"judge at {self.settings.base_url} rejected the request "
+                        f"(HTTP {status}): {exc}",
+                        reason="rejected",
+                        attempts=attempt,
+                    ) from exc
+            except (openai.APIResponseValidationError, ValueError) as exc:
+                # A 200 whose body is not a chat completion at all (a proxy's HTML page,
+                # cut-off JSON): the server's fault, retried like a 5xx.
+                reason, last = "bad_response", f"{type(exc).__name__}: {exc}"
+            else:
+                usage = response.usage
+                choice = response.choices[0] if response.choices else None
+                return CallResult(
+                    content=(choice.message.content or "") if choice else "",
+                    finish_reason=choice.finish_reason if choice else None,
+                    prompt_tokens=usage.prompt_tokens if usage else 0,
+                    completion_tokens=usage.completion_tokens if usage else 0,
+                    latency_ms=latency_ms,
+                    attempts=attempt,
+                )
+            if attempt >= max_attempts:
+                break
+            self.stats[f"retry:{reason}"] += 1
+            delay = self._backoff(attempt)
+            if wait is not None:
+                # Honour Retry-After, plus a little jitter so N workers do not return at once.
+                delay = max(delay, wait + 0.1 * wait * self._rng.random())
+            log.info(
+                "judge call failed (%s, attempt %d/%d), retrying in %.2fs: %s",
+                reason,
+                attempt,
+                max_attempts,
+                delay,
+                last[:200],
+            )
+            await self._sleep(delay)
+        raise JudgeUnavailable(
+            f"judge at {self.settings.base_url} failed {max_attempts} attempts; last "
+            f"({reason}): {last[:500]}",
+            reason=reason,
+            attempts=max_attempts,
+        )
+
+    def _may_fall_back(self, exc: openai.APIStatusError, style_used: str) -> bool:
+        if self.settings.response_format != "auto" or style_used != "json_schema":
+            return False
+        if exc.status_code not in (400, 422):
+            return False
+        text = f"{exc} {getattr(exc, 'body', '')}"
+        return "response_format" in text or "json_schema" in text
+
+    # -- one rubric --------------------------------------------------------------------
+    async def ask(
+        self,
+        rubric: Rubric,
+        *,
+        prompt: str,
+        completion: str,
+        output_schema: dict[str, Any] | None = None,
+    ) -> Answer:
+        """Grade ``completion`` on one rubric; an unparsable answer is asked for once more."""
+        schema = answer_schema(rubric)
+        tokens_in = tokens_out = 0
+        latency = 0.0
+        error = ""
+        for ask_no in (1, 2):
+            messages = build_messages(
+                rubric,
+                prompt=_clip(prompt),
+                completion=_clip(completion),
+                boundary=new_boundary(),
+                output_schema=output_schema,
+            )
+            result = await self.complete(messages, schema, f"sentryml_judge_{rubric.name}")
+            tokens_in += result.prompt_tokens
+            tokens_out += result.completion_tokens
+            latency += result.latency_ms
+            try:
+                verdict = parse_verdict(rubric, result.content)
+            except ValueError as exc:
+                error = str(exc)
+                if result.finish_reason == "length":
+                    error += f" (cut at max_tokens={self.settings.max_tokens})"
+                self.stats["unparsable"] += 1
+                if ask_no == 1:
+                    self.stats["reask"] += 1
+                    log.info(
+                        "judge answer on %s unparsable, asking once more: %s", rubric.name, error
+                    )
+                continue
+            return Answer(verdict, None, tokens_in, tokens_out, latency)
+        return Answer(None, error, tokens_in, tokens_out, latency)
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        s = self.settings
+        return (
+            prompt_tokens * s.price_per_1k_prompt_tokens_usd
+            + completion_tokens * s.price_per_1k_completion_tokens_usd
+        ) / 1000
+
+    # -- one sampled request -------------------------------------------------------------
+    async def score(self, event: InferenceLog) -> list[JudgeScore]:
+        """Every configured dimension of one request, as ``judge_scores`` rows.
+
+        Raises :class:`JudgeUnavailable` / :class:`JudgeRejected` when any dimension's call
+        failed for good (the request then goes to the DLQ; no partial rows).
+        """
+        prompt = review_text(event)
+        flags = detect_injection(event.completion)
+        if flags:
+            log.warning("request %s: completion addresses the judge (%s)", event.request_id, flags)
+        output_schema = self._output_schemas.get(event.base_model)
+        schema_valid = schema_check(event.completion, output_schema) if output_schema else None
+        dimensions = self.settings.dimensions
+        results = await asyncio.gather(
+            *(
+                self.ask(
+                    RUBRICS[d],
+                    prompt=prompt,
+                    completion=event.completion,
+                    output_schema=output_schema if d == "format" else None,
+                )
+                for d in dimensions
+            ),
+            return_exceptions=True,
+        )
+        answers: list[Answer] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            answers.append(result)
+        now = self.now()
+        scores = []
+        for dimension, answer in zip(dimensions, answers, strict=True):
+            score: int | None = None
+            if isinstance(answer.verdict, RefusalVerdict):
+                score = int(answer.verdict.refused)
+            elif isinstance(answer.verdict, ScaleVerdict):
+                score = answer.verdict.score
+            scores.append(
+                JudgeScore(
+                    ts=now,
+                    request_id=event.request_id,
+                    base_model=event.base_model,
+                    adapter_version=event.adapter_version,
+                    judge_model=self.settings.model,
+                    dimension=dimension,
+                    score=score,
+                    ok=answer.verdict is not None,
+                    rationale=(answer.verdict.rationale if answer.verdict else "")[
+                        :MAX_STORED_RATIONALE
+                    ],
+                    schema_valid=schema_valid if dimension == "format" else None,
+                    injection_flag=bool(flags),
+                    latency_ms=answer.latency_ms,
+                    prompt_tokens=answer.prompt_tokens,
+                    completion_tokens=answer.completion_tokens,
+                    cost_usd=self.cost_usd(answer.prompt_tokens, answer.completion_tokens),
+                    error=answer.error,
+                )
+            )
+        return scores
+
+    async def score_rubric(
+        self, *, prompt: str, output: str, rubric: str
+    ) -> tuple[int | None, str]:
+        """Grade ``output`` 1–5 against a free-text ``rubric``: ``(score, rationale)``.
+
+        ``score`` is ``None`` when the judge's answer did not parse twice (the rationale
+        then says why). Transport failures raise :class:`JudgeUnavailable`.
+        """
+        custom = Rubric(name="custom", title="the rubric below", criteria=rubric)
+        answer = await self.ask(custom, prompt=prompt, completion=output)
+        if isinstance(answer.verdict, ScaleVerdict):
+            return answer.verdict.score, answer.verdict.rationale
+        return None, answer.error or "no verdict"
+
+
+async def score_rubric(
+    client: JudgeClient, *, prompt: str, output: str, rubric: str
+) -> tuple[int | None, str]:
+    """Module-level form of :meth:`JudgeClient.score_rubric` (for the golden-set checks)."""
+    return await client.score_rubric(prompt=prompt, output=output, rubric=rubric)
+
+
+# -- a batch from the judge-requests topic ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One message of the judge-requests topic, as the agent received it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def coordinates(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A judge request that goes to the DLQ, and why."""
+
+    record: SourceRecord
+    reason: str
+    error: str
+
+
+@dataclass
+class JudgedBatch:
+    """What one batch produced: score rows to store, failures for the DLQ."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[Failed] = field(default_factory=list)
+    scored: int = 0
+    skipped_budget: int = 0
+    duplicates: int = 0
+    dedup_token: str = ""
+
+
+def batch_dedup_token(records: Sequence[SourceRecord]) -> str:
+    """Same messages → same token, whichever worker stores them (a retried insert is a no-op)."""
+    ids = sorted(f"{r.topic}/{r.partition}@{r.offset}" for r in records)
+    return "judge-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
+
+
+async def judge_batch(
+    client: JudgeClient,
+    records: Sequence[SourceRecord],
+    *,
+    budget_open: Callable[[str], bool] | None = None,
+    max_event_bytes: int = 1_048_576,
+) -> JudgedBatch:
+    """Score a batch of judge requests concurrently (bounded by the client's semaphore).
+
+    A request that fails to decode or whose judge calls fail for good ends in
+    ``failed`` (→ DLQ); one whose model's budget is spent is skipped (counted); one
+    seen twice in the batch is scored once.
+    """
+    out = JudgedBatch(dedup_token=batch_dedup_token(records))
+    todo: list[tuple[SourceRecord, InferenceLog]] = []
+    seen: set[str] = set()
+    for record in records:
+        try:
+            event = decode_event(record.value, InferenceLog, max_bytes=max_event_bytes)
+        except InvalidEvent as exc:
+            log.warning("judge request %s to DLQ: %s", record.coordinates, exc)
+            out.failed.append(Failed(record, f"invalid_{exc.reason}", str(exc)))
+            continue
+        if event.request_id in seen:
+            out.duplicates += 1
+            continue
+        seen.add(event.request_id)
+        if budget_open is not None and not budget_open(event.base_model):
+            out.skipped_budget += 1
+            continue
+        todo.append((record, event))
+
+    async def one(record: SourceRecord, event: InferenceLog) -> list[JudgeScore] | Failed:
+        try:
+            return await client.score(event)
+        except JudgeError as exc:
+            log.warning(
+                "judge request %s (request_id=%s) to DLQ after %d attempts: %s",
+                record.coordinates,
+                event.request_id,
+                exc.attempts,
+                exc,
+            )
+            return Failed(record, exc.reason, str(exc))
+        except Exception as exc:  # a bug must not stall the stream: DLQ it, loudly
+            log.exception(
+                "judge request %s (request_id=%s) failed", record.coordinates, event.request_id
+            )
+            return Failed(record, "internal", f"{type(exc).__name__}: {exc}")
+
+    results = await asyncio.gather(*(one(r, e) for r, e in todo))
+    for result in results:
+        if isinstance(result, Failed):
+            out.failed.append(result)
+        else:
+            out.scored += 1
+            out.rows.extend(score.to_row() for score in result)
+    return out
