@@ -190,6 +190,7 @@ class JudgeSettings(_Settings):
 
     model_config = SettingsConfigDict(env_prefix="SENTRYML_JUDGE_")
 
+    enabled: bool = Field(True, description="Sample and judge traffic in the worker")
     base_url: str = "http://127.0.0.1:8080/v1"
     model: str = "smollm2-135m-instruct"
     api_key: SecretStr = SecretStr("sk-local")

@@ -12,7 +12,8 @@ the request text — the completion under review carries it:
 - ``score=N``        — the verdict's score (default 4).
 
 Counts are kept per ``(marker, dimension)``. Every request is logged with its arrival time
-and status, and the server tracks how many requests it was serving at once.
+and status, and the server tracks how many requests it was answering at once (hanging ones
+excepted: the client abandons them at its timeout, the server cannot tell when).
 
     with FaultyOpenAI() as server:
         client = AsyncOpenAI(base_url=server.base_url, api_key="x")
@@ -123,17 +124,30 @@ class FaultyOpenAI:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
+        body = await request.json()
+        hangs = self._mode_of(body) == "hang"
+        if hangs:  # abandoned by the client at its timeout: not "in flight" for it
+            return await self._answer(body, arrived)
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            return await self._answer(request, arrived)
+            return await self._answer(body, arrived)
         finally:
             with self._lock:
                 self.in_flight -= 1
 
-    async def _answer(self, request: web.Request, arrived: float) -> web.StreamResponse:
-        body = await request.json()
+    def _mode_of(self, body: dict[str, Any]) -> str:
+        text = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
+        found = _MARKER.search(text)
+        if not found:
+            return "ok"
+        dimension = _DIMENSION.search(text)
+        key = (found.group(0), dimension.group(1).strip() if dimension else "?")
+        with self._lock:  # peek: the count is taken in _answer
+            return found.group(1) if self._seen[key] < int(found.group(2)) else "ok"
+
+    async def _answer(self, body: dict[str, Any], arrived: float) -> web.StreamResponse:
         text = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
         found = _DIMENSION.search(text)
         dimension = found.group(1).strip() if found else "?"

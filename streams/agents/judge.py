@@ -1,0 +1,192 @@
+"""The judge agent: sampled inference logs in, ``judge_scores`` rows and DLQ entries out.
+
+``register`` also puts the :class:`workers.sampling.JudgeSampler` in
+``ctx.extras["judge_sampler"]`` — the ingest agent calls its ``select`` per batch and sends
+the chosen (redacted) logs to the judge-requests topic — and adds two timers: delivery of
+budget alerts raised by the sampler, and (leader only) the 7-day rolling judge-drop check.
+
+The agent is thin: it takes a batch without acking (``noack_take``), has
+:func:`workers.judge.judge_batch` score it with bounded concurrency, sends failures to the
+DLQ (waiting for delivery), stores the scores in one insert with a deterministic dedup
+token (retrying while the store is down), and only then acks the batch. A crash before
+the ack replays the batch; the dedup token and the table's ``ReplacingMergeTree`` key
+(model, adapter, dimension, request_id) keep the replay from double-counting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+import faust
+
+from schemas.events import Alert
+from streams.app import WorkerContext
+from workers.alerts import AlertSink
+from workers.judge import Failed, JudgeClient, JudgedBatch, SourceRecord, judge_batch
+from workers.judge_alerts import judge_drop_alerts, rolling_judge_means
+from workers.sampling import JudgeSampler
+from workers.store import Store
+from workers.store.exceptions import StoreError
+
+log = logging.getLogger(__name__)
+
+
+def dlq_headers(failed: Failed) -> list[tuple[str, bytes]]:
+    """The original headers plus why and where the judge request failed."""
+    record = failed.record
+    return [
+        *record.headers,
+        ("sentryml-error", failed.error[:4000].encode()),
+        ("sentryml-reason", failed.reason.encode()),
+        ("sentryml-source-topic", record.topic.encode()),
+        ("sentryml-source-partition", str(record.partition).encode()),
+        ("sentryml-source-offset", str(record.offset).encode()),
+    ]
+
+
+def source_record(event: Any) -> SourceRecord:
+    message = event.message
+    headers = tuple((k, v) for k, v in (message.headers or ()))
+    return SourceRecord(
+        message.topic, message.partition, message.offset, message.key, message.value or b"", headers
+    )
+
+
+async def store_scores(store: Store, batch: JudgedBatch, *, max_backoff: float = 30.0) -> None:
+    """Insert the batch's score rows, retrying with backoff while the store is unavailable.
+
+    The stream back-pressures instead of losing scores; the dedup token makes a retry
+    that did reach the store a no-op.
+    """
+    if not batch.rows:
+        return
+    loop = asyncio.get_running_loop()
+    delay = 0.5
+    attempt = 0
+    while True:
+        try:
+            await loop.run_in_executor(
+                None,
+                lambda: store.insert("judge_scores", batch.rows, dedup_token=batch.dedup_token),
+            )
+            return
+        except StoreError as exc:
+            attempt += 1
+            log.error(
+                "storing %d judge scores failed (attempt %d), not acking; retrying in %.1fs: %s",
+                len(batch.rows),
+                attempt,
+                delay,
+                exc,
+            )
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, max_backoff)
+
+
+async def check_judge_drops(ctx: WorkerContext, sink: AlertSink, now: datetime) -> list[Alert]:
+    """One rolling-mean evaluation: read both windows, decide, emit (with renotify)."""
+    settings = ctx.settings.judge
+    loop = asyncio.get_running_loop()
+    means = await loop.run_in_executor(None, rolling_judge_means, ctx.store, now)
+    alerts = judge_drop_alerts(
+        means,
+        drop_delta=settings.drop_delta,
+        refusal_rate_delta=settings.refusal_rate_delta,
+        min_samples=settings.drop_min_samples,
+        baseline_means=settings.baseline_means,
+        now=now,
+    )
+    return await sink.emit(alerts)
+
+
+def register(app: faust.App, ctx: WorkerContext) -> None:
+    settings = ctx.settings.judge
+    if not settings.enabled:
+        log.info("judge disabled (SENTRYML_JUDGE_ENABLED=false): no sampling, no judge agent")
+        return
+    sampler = JudgeSampler(settings, store=ctx.store, now=ctx.now)
+    client = JudgeClient(settings, now=ctx.now)
+    ctx.extras["judge_sampler"] = sampler
+    ctx.extras["judge_client"] = client
+
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    requests = app.topic(ctx.topics.judge_requests, **raw)
+    dlq = app.topic(ctx.topics.dlq, **raw)
+    alerts_topic = app.topic(ctx.topics.alerts, **raw)
+
+    async def publish(alert: Alert) -> None:
+        fut = await alerts_topic.send(key=alert.base_model.encode(), value=alert.to_bytes())
+        await fut
+
+    # A budget alert's window is its UTC day, so one per model per day across workers.
+    budget_sink = AlertSink(ctx.store, publish, renotify=timedelta(days=1), now=ctx.now)
+    drop_sink = AlertSink(
+        ctx.store, publish, renotify=timedelta(seconds=settings.renotify_s), now=ctx.now
+    )
+    ctx.extras["judge_alert_sinks"] = {"budget": budget_sink, "drop": drop_sink}
+    metrics = ctx.metrics
+
+    @app.agent(requests, name="judge")
+    async def judge(stream: faust.StreamT) -> None:
+        # noack_take exists on faust.Stream, not on the StreamT interface mypy sees.
+        batches = stream.noack_take(settings.batch_size, within=settings.batch_seconds)  # type: ignore[attr-defined]
+        async for events in batches:
+            records = [source_record(e) for e in events]
+            batch = await judge_batch(
+                client,
+                records,
+                budget_open=sampler.budget_open,
+                max_event_bytes=ctx.settings.max_event_bytes,
+            )
+            pending = []
+            for failed in batch.failed:
+                pending.append(
+                    await dlq.send(
+                        key=failed.record.key,
+                        value=failed.record.value,
+                        headers=dlq_headers(failed),
+                    )
+                )
+            await store_scores(ctx.store, batch)
+            for fut in pending:
+                await fut  # delivered to the DLQ before the source offsets are acked
+            for event in events:
+                await stream.ack(event)
+            metrics.inc("sentryml_judge_requests_total", len(records))
+            metrics.inc("sentryml_judge_scored_total", batch.scored)
+            metrics.inc("sentryml_judge_dlq_total", len(batch.failed))
+            metrics.inc("sentryml_judge_skipped_budget_total", batch.skipped_budget)
+            metrics.inc("sentryml_judge_failed_scores_total", sum(not r["ok"] for r in batch.rows))
+            metrics.inc(
+                "sentryml_judge_tokens_total",
+                sum(r["prompt_tokens"] + r["completion_tokens"] for r in batch.rows),
+            )
+            metrics.inc("sentryml_judge_cost_usd_total", sum(r["cost_usd"] for r in batch.rows))
+            metrics.set("sentryml_judge_max_in_flight", client.max_in_flight)
+
+    @app.timer(1.0, name="judge-budget-alerts")
+    async def deliver_budget_alerts() -> None:
+        alerts = sampler.pop_alerts()
+        if not alerts:
+            return
+        try:
+            await budget_sink.emit(alerts)
+        except StoreError as exc:
+            sampler.defer_alerts(alerts)
+            log.error("cannot store judge budget alerts yet, will retry: %s", exc)
+
+    @app.timer(settings.alert_interval_s, on_leader=True, name="judge-drop-check")
+    async def judge_drop_check() -> None:
+        try:
+            await check_judge_drops(ctx, drop_sink, ctx.now())
+        except StoreError as exc:
+            log.error("judge drop check skipped, store unavailable: %s", exc)
