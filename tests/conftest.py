@@ -89,6 +89,29 @@ def store(store_settings: StoreSettings) -> Iterator[object]:
         s.close()
 
 
+#: Users of the ``clickhouse_http_url`` endpoint: ``default`` writes, ``reader`` only reads.
+HTTP_READER = ("reader", "reader-pw")
+
+
+@pytest.fixture(scope="session")
+def clickhouse_http_url(chdb_dir: Path) -> Iterator[str]:
+    """A ClickHouse-HTTP endpoint (``workers/store/chdb_server.py``) over the session's chDB folder.
+
+    No ClickHouse server binary installs here, so the clickhouse-connect backend is tested
+    against this endpoint. It runs in this process over the same folder as the embedded
+    store (chDB allows one folder per process; one folder shared in-process is fine).
+    Users: ``default`` (no password, writes) and :data:`HTTP_READER` (read-only).
+    """
+    from workers.store.chdb_server import ChdbHTTPServer, ServeUser
+
+    users = [ServeUser("default"), ServeUser(*HTTP_READER, readonly=True)]
+    server = ChdbHTTPServer(chdb_dir, port=0, users=users).start()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
 def wait_for(
     condition: Callable[[], object], timeout: float = 60.0, interval: float = 0.2, what: str = ""
 ) -> object:

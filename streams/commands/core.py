@@ -70,6 +70,63 @@ def register(app: typer.Typer) -> None:
             applied = store.migrate()
         console.print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
 
+    @store_app.command("serve")
+    def store_serve(
+        path: str = typer.Option(
+            None, "--path", help="chDB data folder (default: the folder of a chdb:// store URL)"
+        ),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on"),
+        port: int = typer.Option(8123, "--port", help="Port (ClickHouse's HTTP port is 8123)"),
+        user: list[str] = typer.Option(
+            [],
+            "--user",
+            envvar="SENTRYML_SERVE_USERS",
+            help="NAME:PASSWORD of a user who may write (repeatable). "
+            "Default: user 'default' without a password.",
+        ),
+        readonly_user: list[str] = typer.Option(
+            [],
+            "--readonly-user",
+            envvar="SENTRYML_SERVE_READONLY_USERS",
+            help="NAME:PASSWORD of a user who may only read (repeatable).",
+        ),
+    ) -> None:
+        """Share one embedded (chDB) store between processes on this machine.
+
+        chDB lets one process open a data folder: this one opens it and speaks ClickHouse HTTP.
+
+        Point the worker, trainer and `sentryml sql` at SENTRYML_STORE_URL=http://127.0.0.1:8123.
+
+        For real deployments use a ClickHouse server.
+        """
+        from workers.store.chdb_server import ChdbHTTPServer, parse_user, serve
+
+        if path is None:
+            url = store_settings().url
+            if not url.startswith("chdb://"):
+                raise typer.BadParameter(
+                    f"the store URL is {url}, not chdb://...: give the folder with --path"
+                )
+            path = url.removeprefix("chdb://")
+        users = [parse_user(u) for u in user] + [
+            parse_user(u, readonly=True) for u in readonly_user
+        ]
+        if not users:
+            users = [parse_user("default")]
+        if host not in ("127.0.0.1", "localhost", "::1") and any(not u.password for u in users):
+            console.print(f"[yellow]warning: serving on {host} with a passwordless user[/]")
+
+        def ready(server: ChdbHTTPServer) -> None:
+            console.print(
+                f"serving the chDB folder {server.engine.path} at {server.url} "
+                f"(ClickHouse HTTP); use SENTRYML_STORE_URL={server.url}. Ctrl-C stops."
+            )
+
+        try:
+            serve(path, host, port, users, on_ready=ready)
+        except OSError as exc:  # the port is taken, or the address is not ours
+            raise typer.BadParameter(f"cannot listen on {host}:{port}: {exc}") from exc
+
     @app.command("sql")
     def sql(
         query: str = typer.Argument(..., help="A ClickHouse SQL query"),

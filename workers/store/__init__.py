@@ -126,11 +126,14 @@ class Store(ABC):
 
     def migrate(self) -> list[str]:
         """Apply packaged migrations not yet applied; idempotent. Returns the applied names."""
-        self.command(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-            "ENGINE = ReplacingMergeTree ORDER BY version"
-        )
+        # Checked first so that a read-only user (which may not even run CREATE ... IF NOT
+        # EXISTS) can call migrate() on an up-to-date store.
+        if not self.query("EXISTS TABLE schema_migrations").scalar():
+            self.command(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+                "ENGINE = ReplacingMergeTree ORDER BY version"
+            )
         done = {row[0] for row in self.query("SELECT version FROM schema_migrations").rows}
         applied = []
         for version, name, statements in migrations():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -13,10 +15,12 @@ import chdb.session
 
 from workers.store import QueryResult, Store
 from workers.store.exceptions import QueryFailed, StoreUnavailable
+from workers.store.params import text_params
 
-# Query-level settings that make JSON output lossless for Python.
+# Session settings that make JSON output lossless for Python (set once per session, so
+# queries keep their own SETTINGS and FORMAT clauses).
 _OUTPUT_SETTINGS = (
-    " SETTINGS output_format_json_quote_64bit_integers = 0,"
+    "SET output_format_json_quote_64bit_integers = 0,"
     " output_format_json_quote_denormals = 1, output_format_json_named_tuples_as_objects = 0"
 )
 
@@ -39,21 +43,14 @@ def _literal(value: Any) -> str:
     return f"'{text}'"
 
 
+def _setting_name(name: str) -> str:
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+        raise ValueError(f"setting name {name!r} must be a plain identifier")
+    return name
+
+
 def _settings_clause(settings: Mapping[str, Any]) -> str:
     return " SETTINGS " + ", ".join(f"{k} = {_literal(v)}" for k, v in settings.items())
-
-
-def _param(value: Any, nested: bool = False) -> Any:
-    """A query parameter in the text form ClickHouse parses for ``{name:Type}``."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, datetime):
-        return _to_json(value)
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(str(_param(v, nested=True)) for v in value) + "]"
-    if isinstance(value, str) and nested:
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return value
 
 
 def _unwrap(ch_type: str) -> str:
@@ -82,6 +79,30 @@ def convert_value(ch_type: str, value: Any) -> Any:
     return value
 
 
+_OTHER_FOLDER = re.compile(r"already initialized with path '([^']*)'")
+
+
+def open_error(path: Path, message: str) -> str:
+    """What to tell the operator when chDB refuses to open ``path``."""
+    other = _OTHER_FOLDER.search(message)
+    if other:
+        return (
+            f"cannot open the chDB folder {path}: this process already uses the chDB folder "
+            f"{other.group(1)}, and chDB allows one data folder per process. Use one folder "
+            "per process, or share one store between processes with `sentryml store serve` "
+            "and SENTRYML_STORE_URL=http://127.0.0.1:8123."
+        )
+    if "initializing EmbeddedServer" in message or "Cannot lock file" in message:
+        return (
+            f"cannot open the chDB folder {path}: another process probably holds it (chDB "
+            "locks the folder's `status` file for the life of the process). Stop that "
+            "process, or run `sentryml store serve --path "
+            f"{path}` once and point every process at it with "
+            f"SENTRYML_STORE_URL=http://127.0.0.1:8123. chDB said: {message}"
+        )
+    return f"cannot open the chDB folder {path}: {message}"
+
+
 class ChdbStore(Store):
     """A folder of ClickHouse data opened in this process.
 
@@ -92,24 +113,41 @@ class ChdbStore(Store):
 
     def __init__(self, path: str | Path, database: str = "sentryml") -> None:
         super().__init__(database)
-        self.path = Path(path).expanduser()
+        # chDB compares folder paths as strings: normalise so every opener in this process
+        # (this store, `sentryml store serve`) names the folder alike.
+        self.path = Path(os.path.abspath(Path(path).expanduser()))
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
             self._session = chdb.session.Session(str(self.path))
         except RuntimeError as exc:
-            raise StoreUnavailable(
-                f"cannot open the chDB folder {self.path}: {exc}. Another process may hold "
-                "it; share one embedded store between processes with `sentryml store serve`."
-            ) from exc
+            raise StoreUnavailable(open_error(self.path, str(exc))) from exc
+        self._run(_OUTPUT_SETTINGS)
         self._run(f"CREATE DATABASE IF NOT EXISTS {self.database}")
         self._run(f"USE {self.database}")
 
-    def _run(self, sql: str, fmt: str = "CSV", params: Mapping[str, Any] | None = None) -> Any:
+    def _run(
+        self,
+        sql: str,
+        fmt: str = "CSV",
+        params: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> Any:
         with self._lock:
             try:
-                bound = {k: _param(v) for k, v in params.items()} if params else None
-                return self._session.query(sql, fmt, params=bound)
+                bound = text_params(sql, params) if params else None
+                if not settings:
+                    return self._session.query(sql, fmt, params=bound)
+                # Query-level settings, as a server applies URL settings: a SETTINGS clause
+                # would mean table settings in DDL and data in INSERT ... VALUES.
+                names = [_setting_name(k) for k in settings]
+                self._session.query(
+                    "SET " + ", ".join(f"{k} = {_literal(v)}" for k, v in settings.items())
+                )
+                try:
+                    return self._session.query(sql, fmt, params=bound)
+                finally:
+                    self._session.query("SET " + ", ".join(f"{k} = DEFAULT" for k in names))
             except (RuntimeError, ValueError) as exc:
                 message = str(exc)
                 if (
@@ -126,12 +164,10 @@ class ChdbStore(Store):
         params: Mapping[str, Any] | None = None,
         settings: Mapping[str, Any] | None = None,
     ) -> None:
-        if settings:
-            sql += _settings_clause(settings)
-        self._run(sql, params=params)
+        self._run(sql, params=params, settings=settings)
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> QueryResult:
-        text = self._run(sql.rstrip().rstrip(";") + _OUTPUT_SETTINGS, "JSONCompact", params)
+        text = self._run(sql, "JSONCompact", params)
         raw = str(text)
         if not raw.strip():
             return QueryResult([], [], [])

@@ -12,6 +12,9 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from workers.store import QueryResult, Store
 from workers.store.exceptions import QueryFailed, StoreUnavailable
+from workers.store.params import utc_params
+
+_AUTHENTICATION_FAILED = 516
 
 
 def _utc(value: Any) -> Any:
@@ -19,6 +22,8 @@ def _utc(value: Any) -> Any:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if isinstance(value, list):
         return [_utc(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_utc(v) for v in value)
     return value
 
 
@@ -41,7 +46,9 @@ class ClickHouseStore(Store):
                 compress=False,
                 autogenerate_session_id=False,
             )
-            admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+            # A read-only user may open an existing database; only a writer creates it.
+            if not admin.command(f"EXISTS DATABASE {database}"):
+                admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
             admin.close()
             self._client = clickhouse_connect.get_client(
                 host=parsed.hostname or "127.0.0.1",
@@ -56,7 +63,12 @@ class ClickHouseStore(Store):
         except OperationalError as exc:
             raise StoreUnavailable(f"ClickHouse at {url} is unreachable: {exc}") from exc
         except DatabaseError as exc:
-            raise QueryFailed(f"ClickHouse at {url} refused the connection: {exc}") from exc
+            hint = (
+                " (check SENTRYML_STORE_USERNAME / SENTRYML_STORE_PASSWORD)"
+                if getattr(exc, "code", None) == _AUTHENTICATION_FAILED
+                else ""
+            )
+            raise QueryFailed(f"ClickHouse at {url} refused the connection{hint}: {exc}") from exc
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -75,12 +87,14 @@ class ClickHouseStore(Store):
         self._call(
             self._client.command,
             sql,
-            parameters=dict(params) if params else None,
+            parameters=utc_params(sql, params) if params else None,
             settings=dict(settings) if settings else None,
         )
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> QueryResult:
-        result = self._call(self._client.query, sql, parameters=dict(params) if params else None)
+        result = self._call(
+            self._client.query, sql, parameters=utc_params(sql, params) if params else None
+        )
         rows = [tuple(_utc(v) for v in row) for row in result.result_rows]
         types = [t.name for t in result.column_types]
         return QueryResult(list(result.column_names), rows, types)
