@@ -234,3 +234,31 @@ def test_score_rubric_for_golden_checks(server: FaultyOpenAI) -> None:
         lambda c: score_rubric(c, prompt="Say hi", output="hi score=3", rubric="Is it polite?"),
     )
     assert (score, rationale) == (3, "stub verdict on the rubric below")
+
+
+def test_batch_outcomes_and_a_retried_insert_counts_once(server: FaultyOpenAI, store) -> None:
+    from workers.judge import SourceRecord, judge_batch
+
+    rid = uuid.uuid4().hex[:8]
+    events = [
+        _log("Paris."),
+        _log(f"Paris. fault=badjsonx2#{rid}"),
+        _log(f"Paris. fault=hangx99#{rid}"),
+    ]
+    records = [
+        SourceRecord("jr", 0, i, e.request_id.encode(), e.to_bytes()) for i, e in enumerate(events)
+    ]
+    records.append(SourceRecord("jr", 1, 7, b"k", records[0].value))  # the same request again
+    records.append(SourceRecord("jr", 1, 8, b"k", b"\xff not json"))
+    settings = _settings(server, timeout_s=0.3, max_attempts=2)
+    batch, _ = _run(settings, lambda c: judge_batch(c, records))
+    assert (batch.scored, batch.duplicates) == (2, 1)
+    assert sorted(f.reason for f in batch.failed) == ["invalid_encoding", "timeout"]
+    assert sorted(f.record.offset for f in batch.failed) == [2, 8]
+    for _ in range(2):  # the store write is retried after a lost acknowledgement
+        store.insert("judge_scores", batch.rows, dedup_token=batch.dedup_token)
+    counts = store.query(
+        "SELECT request_id, countIf(ok), countIf(NOT ok) FROM judge_scores "
+        "GROUP BY request_id ORDER BY request_id"
+    ).rows
+    assert sorted(counts) == sorted([(events[0].request_id, 3, 0), (events[1].request_id, 0, 3)])
