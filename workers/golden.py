@@ -72,6 +72,7 @@ __all__ = [
     "ModelUnavailable",
     "OpenAIChat",
     "due_run",
+    "judge_from_client",
     "load_golden_set",
     "run_checks",
     "run_golden",
@@ -470,6 +471,31 @@ async def check_judge(
     return CheckOutcome("judge", ok, f"score {score:g} (pass >= {spec.threshold:g}): {rationale}")
 
 
+def judge_from_client(client: Any) -> JudgeFn:
+    """Adapt a :class:`workers.judge.JudgeClient` to the ``judge`` check's callable.
+
+    A verdict that did not parse (score ``None``) raises, which fails the check with the
+    judge's reason rather than guessing a score.
+
+    >>> client = JudgeClient(JudgeSettings())                  # doctest: +SKIP
+    >>> await run_checks(case, output, judge=judge_from_client(client))  # doctest: +SKIP
+    """
+
+    async def judge(prompt: str, output: str, rubric: str) -> tuple[float, str]:
+        score, rationale = await client.score_rubric(prompt=prompt, output=output, rubric=rubric)
+        if score is None:
+            raise GoldenError(f"no usable verdict: {rationale}")
+        return float(score), rationale
+
+    return judge
+
+
+def needs_judge(cases: GoldenSet | Sequence[GoldenCase]) -> bool:
+    """Whether any case has a ``judge`` check (then a judge endpoint is required)."""
+    items = cases.cases if isinstance(cases, GoldenSet) else cases
+    return any(c.checks.judge is not None for c in items)
+
+
 @dataclass(frozen=True)
 class CaseResult:
     """One case's verdict: every check's outcome, the output and how long it took."""
@@ -845,10 +871,10 @@ async def run_golden(
         raise ValueError("run_golden needs at least one case")
     if len({c.id for c in case_list}) != len(case_list):
         raise InvalidGoldenSet("case ids must be unique within a run")
-    needs_judge = [c.id for c in case_list if c.checks.judge is not None]
-    if needs_judge and judge is None:
+    judged = [c.id for c in case_list if c.checks.judge is not None]
+    if judged and judge is None:
         raise GoldenError(
-            f"cases {needs_judge[:5]} have a judge check but no judge is configured "
+            f"cases {judged[:5]} have a judge check but no judge is configured "
             "(set SENTRYML_JUDGE_BASE_URL / pass judge=...)"
         )
     run_id = run_id or uuid.uuid4().hex

@@ -26,7 +26,7 @@ import faust
 from schemas.events import AdapterEvent, Alert, GoldenTrigger, decode_event
 from schemas.exceptions import InvalidEvent, SentryMLError
 from streams.app import WorkerContext
-from streams.config import GoldenSettings
+from streams.config import GoldenSettings, JudgeSettings
 from workers.alerts import AlertSink
 from workers.golden import (
     AlertEmitter,
@@ -35,7 +35,9 @@ from workers.golden import (
     JudgeFn,
     OpenAIChat,
     due_run,
+    judge_from_client,
     load_golden_set,
+    needs_judge,
     run_golden,
     validate_cron,
 )
@@ -64,6 +66,7 @@ class GoldenService:
         alerts: AlertEmitter | None = None,
         generate: Generate | None = None,
         judge: JudgeFn | None = None,
+        judge_settings: JudgeSettings | None = None,
     ) -> None:
         if settings.file is None:
             raise ValueError("GoldenService needs settings.file (SENTRYML_GOLDEN_FILE)")
@@ -73,6 +76,7 @@ class GoldenService:
         self.now = now
         self.alerts = alerts
         self.judge = judge
+        self.judge_settings = judge_settings
         self.golden = load_golden_set(settings.file)
         self.base_model = settings.base_model or settings.model
         self.generate = generate or OpenAIChat(
@@ -87,6 +91,14 @@ class GoldenService:
         self._lock = asyncio.Lock()
         self.last_result: GoldenRunResult | None = None
 
+    def _judge(self) -> JudgeFn | None:
+        # Built on first use, inside the worker's event loop (the client belongs to one loop).
+        if self.judge is None and self.judge_settings is not None and needs_judge(self.golden):
+            from workers.judge import JudgeClient
+
+            self.judge = judge_from_client(JudgeClient(self.judge_settings, now=self.now))
+        return self.judge
+
     async def run(self, *, adapter_version: str, trigger: GoldenTrigger) -> GoldenRunResult:
         async with self._lock:
             result = await run_golden(
@@ -97,7 +109,7 @@ class GoldenService:
                 threshold=self.settings.threshold,
                 trigger=trigger,
                 concurrency=self.settings.concurrency,
-                judge=self.judge,
+                judge=self._judge(),
                 store=self.store,
                 alerts=self.alerts,
                 now=self.now,
@@ -183,7 +195,11 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         )
         return
     service = GoldenService(
-        settings, store=ctx.store, now=ctx.now, alerts=_alert_sink(app, ctx, settings)
+        settings,
+        store=ctx.store,
+        now=ctx.now,
+        alerts=_alert_sink(app, ctx, settings),
+        judge_settings=ctx.settings.judge,
     )
     ctx.extras["golden"] = service
     adapter_events = app.topic(
@@ -221,4 +237,5 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
 
     @app.timer(settings.tick_s, on_leader=True, name="golden-daily")
     async def golden_daily() -> None:
+        ctx.metrics.inc("sentryml_golden_schedule_checks_total")
         await guarded("daily", service.tick())

@@ -82,12 +82,14 @@ def register(app: typer.Typer) -> None:
         base_url: str = typer.Option(
             None,
             "--base-url",
-            help="OpenAI-compatible endpoint [default: SENTRYML_GOLDEN_BASE_URL]",
+            help="OpenAI-compatible endpoint (default: $SENTRYML_GOLDEN_BASE_URL)",
         ),
         model: str = typer.Option(
-            None, "--model", help="Model name served there [default: SENTRYML_GOLDEN_MODEL]"
+            None, "--model", help="Model name served there (default: $SENTRYML_GOLDEN_MODEL)"
         ),
-        base_model: str = typer.Option(None, "--base-model", help="Label stored [default: model]"),
+        base_model: str = typer.Option(
+            None, "--base-model", help="Label stored (default: --model)"
+        ),
         adapter: str = typer.Option("none", "--adapter", help="Adapter version being tested"),
         threshold: float = typer.Option(0.95, min=0.0, max=1.0, help="Lowest passing pass rate"),
         concurrency: int = typer.Option(4, min=1, max=256, help="Requests in flight"),
@@ -101,29 +103,45 @@ def register(app: typer.Typer) -> None:
         store: bool = typer.Option(True, "--store/--no-store", help="Record the run"),
         diffs: int = typer.Option(10, min=0, help="Failures to show a diff for"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
+        judge_base_url: str = typer.Option(
+            None, help="Judge endpoint for `judge` checks (default: $SENTRYML_JUDGE_BASE_URL)"
+        ),
+        judge_model: str = typer.Option(None, help="(default: $SENTRYML_JUDGE_MODEL)"),
     ) -> None:
         """Run a golden set; exit 1 when the pass rate is under --threshold."""
-        from streams.config import WorkerSettings
+        from streams.config import JudgeSettings, WorkerSettings
         from streams.topics import Topics
         from workers.alerts import AlertSink
-        from workers.golden import OpenAIChat, load_golden_set, run_golden
+        from workers.golden import (
+            OpenAIChat,
+            judge_from_client,
+            load_golden_set,
+            needs_judge,
+            run_golden,
+        )
         from workers.notify import KafkaAlertPublisher, post_webhook
         from workers.store import open_store
 
         settings = WorkerSettings()
         conf = settings.golden
         golden_set = load_golden_set(golden)
-        chat = OpenAIChat(
-            base_url or conf.base_url,
-            model or conf.model,
-            api_key=conf.api_key.get_secret_value(),
-            timeout_s=timeout,
-            max_tokens=max_tokens,
-        )
-        db = open_store(store_settings()) if store or page else None
-        try:
-            if db is not None:
-                db.migrate()
+
+        async def main(db: Any) -> Any:
+            chat = OpenAIChat(
+                base_url or conf.base_url,
+                model or conf.model,
+                api_key=conf.api_key.get_secret_value(),
+                timeout_s=timeout,
+                max_tokens=max_tokens,
+            )
+            judge_client = None
+            if needs_judge(golden_set):
+                from workers.judge import JudgeClient
+
+                # Keyword arguments, not model_validate: env (SENTRYML_JUDGE_*) still applies.
+                given = {"base_url": judge_base_url, "model": judge_model}
+                overrides: dict[str, Any] = {k: v for k, v in given.items() if v}
+                judge_client = JudgeClient(JudgeSettings(**overrides))
             sink = None
             if page and db is not None:
                 hook_url = webhook or (
@@ -137,8 +155,8 @@ def register(app: typer.Typer) -> None:
                     now=utcnow,
                     webhook=functools.partial(post_webhook, hook_url) if hook_url else None,
                 )
-            result = asyncio.run(
-                run_golden(
+            try:
+                return await run_golden(
                     golden_set,
                     chat,
                     base_model=base_model or model or conf.base_model or conf.model,
@@ -146,11 +164,21 @@ def register(app: typer.Typer) -> None:
                     threshold=threshold,
                     trigger=trigger,
                     concurrency=concurrency,
+                    judge=judge_from_client(judge_client) if judge_client else None,
                     store=db if store else None,
                     alerts=sink,
                     progress=progress,
                 )
-            )
+            finally:
+                await chat.aclose()
+                if judge_client is not None:
+                    await judge_client.aclose()
+
+        db = open_store(store_settings()) if store or page else None
+        try:
+            if db is not None:
+                db.migrate()
+            result = asyncio.run(main(db))
         finally:
             if db is not None:
                 db.close()
