@@ -28,7 +28,7 @@ from workers.store import Store, open_store
 log = logging.getLogger(__name__)
 
 #: Agent modules, each with ``register(app: faust.App, ctx: WorkerContext) -> None``.
-AGENT_MODULES: tuple[str, ...] = ("streams.agents.ingest",)
+AGENT_MODULES: tuple[str, ...] = ("streams.agents.ingest", "streams.agents.golden")
 
 
 @dataclass

@@ -306,3 +306,15 @@ def test_due_run_fires_once_per_slot_and_collapses_missed_slots() -> None:
 def test_checks_model_rejects_an_empty_check_set() -> None:
     with pytest.raises(ValueError, match="at least one check"):
         Checks()
+
+
+def test_the_examples_in_docs_golden_md_are_valid() -> None:
+    import re
+
+    text = (REPO / "docs" / "golden.md").read_text()
+    yaml_example = re.search(r"```yaml\n(.*?)```", text, re.S)
+    assert yaml_example is not None
+    gs = parse_golden_set(yaml_example.group(1), fmt="yaml", name="doc")
+    assert {n for c in gs.cases for n in c.checks.names()} >= {"json_schema", "refusal", "judge"}
+    jsonl = [line for line in text.splitlines() if line.startswith('{"id": ')]
+    assert parse_golden_set("\n".join(jsonl), fmt="jsonl", name="doc").cases
