@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "streams.commands.core",
     "streams.commands.demo",
     "streams.commands.judge",
+    "streams.commands.baseline",
     "streams.commands.golden",
 )
 

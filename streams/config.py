@@ -114,6 +114,96 @@ class GoldenSettings(_Section):
         return value
 
 
+class RedactionRuleSettings(_Section):
+    """One extra redaction rule: a Python regex and its replacement (``\\1`` refers to groups)."""
+
+    name: str = Field(..., min_length=1, max_length=64)
+    pattern: str = Field(..., min_length=1)
+    replacement: str = "[REDACTED]"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regex {value!r}: {exc}") from exc
+        return value
+
+
+class RedactionSettings(_Section):
+    """What is masked before raw rows are stored (see docs/drift.md, "Redaction").
+
+    ``SENTRYML_REDACTION_RULES='[{"name": "employee", "pattern": "EMP-\\\\d{6}",
+    "replacement": "[EMPLOYEE]"}]'`` adds a rule; ``SENTRYML_REDACTION_DISABLED='["phone"]'``
+    switches a default rule off; ``SENTRYML_REDACTION_USE_DEFAULTS=false`` drops them all.
+    """
+
+    use_defaults: bool = Field(True, description="Apply the built-in rules (workers.redact)")
+    disabled: tuple[str, ...] = Field((), description="Names of built-in rules to skip")
+    rules: tuple[RedactionRuleSettings, ...] = Field((), description="Extra rules, run last")
+
+
+class DriftModelSettings(_Section):
+    """Per-model overrides of the drift thresholds, keyed by ``base_model``."""
+
+    psi_warn: float | None = Field(None, gt=0)
+    psi_alert: float | None = Field(None, gt=0)
+    alpha: float | None = Field(None, gt=0, lt=1)
+    min_samples: int | None = Field(None, ge=1)
+
+
+class DriftSettings(_Section):
+    """Drift thresholds and the evaluator's schedule (see docs/drift.md).
+
+    A window is ``alert`` when PSI >= ``psi_alert`` AND the two-sample chi-square test
+    against the baseline's reference counts rejects at ``alpha``; ``warn`` likewise with
+    ``psi_warn``; ``insufficient`` under ``min_samples`` events. Per model:
+    ``SENTRYML_DRIFT_MODELS='{"my-model": {"psi_alert": 0.3}}'``.
+    """
+
+    psi_warn: float = Field(0.1, gt=0, description="PSI at which a significant shift warns")
+    psi_alert: float = Field(0.2, gt=0, description="PSI at which a significant shift alerts")
+    alpha: float = Field(0.01, gt=0, lt=1, description="Significance level of the chi2 test")
+    min_samples: int = Field(30, ge=1, description="Fewer events in a window: 'insufficient'")
+    models: dict[str, DriftModelSettings] = Field(default_factory=dict)
+    interval_s: float = Field(60.0, gt=0, description="Seconds between evaluations")
+    renotify_s: float = Field(3600.0, ge=0, description="No repeat of one alert within this")
+    windows: tuple[Literal["1h", "24h", "7d"], ...] = ("1h", "24h", "7d")
+    alert_windows: tuple[Literal["1h", "24h", "7d"], ...] = ("1h", "24h", "7d")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DriftSettings:
+        extra = sorted(set(self.alert_windows) - set(self.windows))
+        if extra:
+            raise ValueError(f"alert_windows {extra} are not evaluated; add them to windows")
+        self.thresholds_for("")  # validates the defaults
+        for name in self.models:
+            self.thresholds_for(name)
+        return self
+
+    def thresholds_for(self, base_model: str) -> Any:
+        """The :class:`workers.drift.DriftThresholds` for ``base_model`` (overrides applied)."""
+        from workers.drift import DriftThresholds
+
+        own = self.models.get(base_model)
+        values: dict[str, Any] = {
+            "psi_warn": self.psi_warn,
+            "psi_alert": self.psi_alert,
+            "alpha": self.alpha,
+            "min_samples": self.min_samples,
+        }
+        if own is not None:
+            values.update({k: v for k, v in own.model_dump().items() if v is not None})
+        try:
+            return DriftThresholds(**values)
+        except ValueError as exc:
+            where = f"drift.models[{base_model!r}]" if own is not None else "drift"
+            raise ValueError(f"{where}: {exc}") from exc
+
+
 class _Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SENTRYML_",
@@ -144,6 +234,8 @@ class WorkerSettings(_Settings):
     max_event_bytes: int = Field(DEFAULT_MAX_EVENT_BYTES, ge=1024)
     consumer_group: str = "sentryml-worker"
     ingest: IngestSettings = IngestSettings()
+    redaction: RedactionSettings = RedactionSettings()
+    drift: DriftSettings = DriftSettings()
     golden: GoldenSettings = GoldenSettings()
     judge: JudgeSettings = Field(default_factory=lambda: JudgeSettings())
     worker_id: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")

@@ -1,0 +1,1 @@
+"""Benchmarks: quality (drift alerts) and performance (worker throughput)."""

@@ -1,0 +1,684 @@
+"""Training baselines: what "no drift" looks like for one (base model, adapter).
+
+A :class:`Baseline` holds, per feature (:data:`FEATURES`), the bins production events are
+sorted into and the reference count of each bin:
+
+- ``embedding`` — k-means centroids of the training prompts' embeddings (cosine; bins are
+  clusters), plus one *novelty* bin ``k`` for prompts farther from every centroid than
+  almost all training prompts (cosine similarity below the ``novelty_quantile`` of the
+  fitting split). Text from another domain lands there wholesale, so a partial shift
+  that spreads thinly over the clusters still shows as a jump in one bin,
+- ``output_length``, ``ttr``, ``distinct2`` — quantile bin edges of the training
+  completions' statistics (:mod:`workers.textstats`),
+- ``refusal`` — two bins: not a refusal, refusal.
+
+Why a held-out reference split: centroids and quantile edges are fitted on one part of the
+training data (``1 - reference_fraction``), and the baseline counts are measured on the
+other part. Counts measured on the fitting data itself are biased: k-means places
+centroids to fit exactly those points, so their assignment is tidier than any new sample
+from the same distribution, and every production window would look a little drifted. The
+reference split is a fresh sample, so under no drift a window and the reference differ by
+sampling noise only — which the drift test accounts for (:mod:`workers.drift`).
+
+>>> records = read_training_jsonl("train.jsonl")                       # doctest: +SKIP
+>>> baseline = fit_baseline(records, load_embedder(), base_model="m", adapter_version="v1")
+...                                                                      # doctest: +SKIP
+>>> save_baseline(store, baseline, json_path="baseline.json")         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from workers.exceptions import BaselineError, TrainingDataError
+
+if TYPE_CHECKING:
+    from workers.embedding import Embedder
+    from workers.store import Store
+
+#: Every feature a baseline describes, in a fixed order.
+FEATURES: tuple[str, ...] = ("embedding", "output_length", "ttr", "distinct2", "refusal")
+#: Quantile bins per numeric output feature (fewer when values repeat).
+DEFAULT_OUTPUT_BINS = 10
+#: Share of the fitting split's prompts that fall in the novelty bin (by construction).
+DEFAULT_NOVELTY_QUANTILE = 0.01
+PAYLOAD_FORMAT = 1
+
+
+# --------------------------------------------------------------------------------------
+# training data
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainingRecord:
+    """One training example: the user-facing prompt and the target completion.
+
+    For chats, ``prompt`` is the last user turn (what the worker embeds for a production
+    chat too) and ``messages`` keeps the whole conversation for the trainer.
+    """
+
+    prompt: str
+    completion: str
+    messages: tuple[tuple[str, str], ...] | None = None
+
+
+def _content(value: Any, where: str, key: str) -> str:
+    if not isinstance(value, str):
+        raise TrainingDataError(f"{where}: {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _from_messages(messages: Any, where: str) -> TrainingRecord:
+    if not isinstance(messages, list) or not messages:
+        raise TrainingDataError(f"{where}: 'messages' must be a non-empty list of turns")
+    turns: list[tuple[str, str]] = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise TrainingDataError(
+                f"{where}: messages[{i}] must be an object with 'role' and 'content'"
+            )
+        turns.append((str(m["role"]), _content(m["content"], where, f"messages[{i}].content")))
+    if turns[-1][0] != "assistant":
+        raise TrainingDataError(
+            f"{where}: the last message must be the assistant's answer (the completion), "
+            f"got role {turns[-1][0]!r}"
+        )
+    users = [c for r, c in turns[:-1] if r == "user"]
+    if not users:
+        raise TrainingDataError(f"{where}: no user message before the assistant's answer")
+    return TrainingRecord(prompt=users[-1], completion=turns[-1][1], messages=tuple(turns))
+
+
+def parse_training_record(obj: Any, where: str = "<record>") -> TrainingRecord:
+    """One JSONL object as a :class:`TrainingRecord`; :class:`TrainingDataError` if malformed.
+
+    Accepted shapes: ``{"prompt": str, "completion": str}``, ``{"messages": [...]}`` (last
+    turn is the assistant's), and TRL's conversational ``{"prompt": [turns], "completion":
+    [turns]}``. Other keys (ids, metadata) are ignored.
+    """
+    if not isinstance(obj, dict):
+        raise TrainingDataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if "messages" in obj:
+        return _from_messages(obj["messages"], where)
+    if "prompt" in obj and "completion" in obj:
+        prompt, completion = obj["prompt"], obj["completion"]
+        if isinstance(prompt, list) and isinstance(completion, list):
+            return _from_messages([*prompt, *completion], where)
+        return TrainingRecord(
+            prompt=_content(prompt, where, "prompt"),
+            completion=_content(completion, where, "completion"),
+        )
+    raise TrainingDataError(
+        f"{where}: needs 'prompt' and 'completion', or 'messages' (found keys: "
+        f"{', '.join(sorted(obj)) or 'none'})"
+    )
+
+
+def read_training_jsonl(path: str | Path) -> list[TrainingRecord]:
+    """Read the training JSONL the trainer also reads; errors name the file and line.
+
+    Blank lines are skipped; an empty file (no examples) is an error.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise TrainingDataError(f"{p}: no such file") from exc
+    except UnicodeDecodeError as exc:
+        raise TrainingDataError(f"{p}: not UTF-8 text ({exc})") from exc
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{p}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TrainingDataError(
+                f"{where}: invalid JSON: {exc.msg} (column {exc.colno})"
+            ) from exc
+        records.append(parse_training_record(obj, where))
+    if not records:
+        raise TrainingDataError(
+            f"{p}: no training examples (the file is empty); expected one JSON object per "
+            'line, e.g. {"prompt": "...", "completion": "..."}'
+        )
+    return records
+
+
+# --------------------------------------------------------------------------------------
+# the baseline
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeatureBaseline:
+    """Bins of one feature and the reference sample's count (and share) in each.
+
+    ``edges`` are the interior cut points of numeric features (``len(counts) - 1`` of
+    them; a value equal to an edge goes to the bin above). Features without edges
+    (``embedding``, ``refusal``) take bin indices directly.
+
+    >>> fb = FeatureBaseline("output_length", (10.0, 20.0), (0.2, 0.5, 0.3), (2, 5, 3))
+    >>> fb.assign(np.array([3, 10, 19.5, 400])).tolist(), fb.n
+    ([0, 1, 1, 2], 10)
+    """
+
+    name: str
+    edges: tuple[float, ...] | None
+    shares: tuple[float, ...]
+    counts: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.counts or len(self.shares) != len(self.counts):
+            raise ValueError(
+                f"feature {self.name!r}: shares ({len(self.shares)}) and counts "
+                f"({len(self.counts)}) need the same, non-zero number of bins"
+            )
+        if any(c < 0 for c in self.counts):
+            raise ValueError(f"feature {self.name!r}: counts must be >= 0")
+        if self.edges is not None:
+            if len(self.edges) != len(self.counts) - 1:
+                raise ValueError(
+                    f"feature {self.name!r}: {len(self.counts)} bins need "
+                    f"{len(self.counts) - 1} edges, got {len(self.edges)}"
+                )
+            if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+                raise ValueError(f"feature {self.name!r}: edges must increase strictly")
+
+    @property
+    def n(self) -> int:
+        """Size of the reference sample."""
+        return int(sum(self.counts))
+
+    @property
+    def bins(self) -> int:
+        return len(self.counts)
+
+    def assign(self, values: np.ndarray) -> np.ndarray:
+        """Bin index of each value (int64). Without edges, values are bin indices already
+        (booleans for ``refusal``) and must lie in ``[0, bins)``."""
+        arr = np.asarray(values)
+        if self.edges is not None:
+            return np.searchsorted(
+                np.asarray(self.edges), arr.astype(np.float64), side="right"
+            ).astype(np.int64)
+        idx = arr.astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.bins):
+            raise ValueError(
+                f"feature {self.name!r}: bin indices must be in [0, {self.bins}), "
+                f"got {int(idx.min())}..{int(idx.max())}"
+            )
+        return idx
+
+    @classmethod
+    def from_counts(
+        cls, name: str, edges: tuple[float, ...] | None, counts: Sequence[int]
+    ) -> FeatureBaseline:
+        total = int(sum(counts))
+        shares = tuple(float(c) / total if total else 0.0 for c in counts)
+        return cls(name, edges, shares, tuple(int(c) for c in counts))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "edges": None if self.edges is None else list(self.edges),
+            "shares": list(self.shares),
+            "counts": list(self.counts),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Baseline:
+    """The fitted baseline of one (base model, adapter) with one embedder.
+
+    ``baseline_id`` is a hash of the content (model, adapter, embedder, centroids, bins and
+    counts), so refitting the same data with the same seed gives the same id.
+    """
+
+    baseline_id: str
+    base_model: str
+    adapter_version: str
+    embedder: str
+    k: int
+    centroids: np.ndarray
+    features: dict[str, FeatureBaseline]
+    n_fit: int
+    n_reference: int
+    created_at: datetime
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: cosine similarity under which a prompt is "outside every cluster" (bin ``k``)
+    novelty_threshold: float | None = None
+
+    @property
+    def embedding_bins(self) -> int:
+        """Bins of the ``embedding`` feature: k clusters (+ the novelty bin when enabled)."""
+        return self.k + (self.novelty_threshold is not None)
+
+    def assign_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """Embedding bin of each row (int64): the nearest centroid by cosine, or ``k`` (the
+        novelty bin) when even the nearest is less similar than ``novelty_threshold``."""
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or (emb.size and emb.shape[1] != self.centroids.shape[1]):
+            raise BaselineError(
+                f"embeddings of shape {emb.shape} do not match baseline {self.baseline_id} "
+                f"({self.embedder}, {self.centroids.shape[1]} dimensions); embed with the "
+                "baseline's embedder"
+            )
+        if emb.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64)
+        bins, sims = nearest_centroids(emb, self.centroids)
+        if self.novelty_threshold is not None:
+            bins[sims < self.novelty_threshold] = self.k
+        return bins
+
+    def to_payload(self) -> dict[str, Any]:
+        """A JSON-ready dict (centroids as base64 little-endian float32: exact and compact)."""
+        body = _content_body(
+            self.base_model,
+            self.adapter_version,
+            self.embedder,
+            self.k,
+            self.centroids,
+            self.features,
+            self.n_fit,
+            self.n_reference,
+            self.novelty_threshold,
+        )
+        return {
+            **body,
+            "baseline_id": self.baseline_id,
+            "created_at": self.created_at.isoformat(),
+            "source": self.source,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any] | str) -> Baseline:
+        """Rebuild a baseline from :meth:`to_payload` output (a dict or its JSON text)."""
+        data = json.loads(payload) if isinstance(payload, str) else payload
+        try:
+            if data.get("format") != PAYLOAD_FORMAT:
+                raise BaselineError(
+                    f"baseline payload format {data.get('format')!r} is not supported "
+                    f"(expected {PAYLOAD_FORMAT}); refit with `sentryml baseline fit`"
+                )
+            shape = tuple(data["centroids"]["shape"])
+            raw = base64.b64decode(data["centroids"]["f32le"])
+            centroids = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
+            features = {
+                name: FeatureBaseline(
+                    name,
+                    None if f["edges"] is None else tuple(float(e) for e in f["edges"]),
+                    tuple(float(s) for s in f["shares"]),
+                    tuple(int(c) for c in f["counts"]),
+                )
+                for name, f in data["features"].items()
+            }
+            created = datetime.fromisoformat(data["created_at"])
+            return cls(
+                baseline_id=str(data["baseline_id"]),
+                base_model=str(data["base_model"]),
+                adapter_version=str(data["adapter_version"]),
+                embedder=str(data["embedder"]),
+                k=int(data["k"]),
+                centroids=centroids,
+                features=features,
+                n_fit=int(data["n_fit"]),
+                n_reference=int(data["n_reference"]),
+                created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
+                source=str(data.get("source", "")),
+                meta=dict(data.get("meta") or {}),
+                novelty_threshold=(
+                    None
+                    if data.get("novelty_threshold") is None
+                    else float(data["novelty_threshold"])
+                ),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, BaselineError):
+                raise
+            raise BaselineError(f"corrupt baseline payload: {exc!r}; refit the baseline") from exc
+
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers for people: sizes, cluster shares, refusal rate."""
+        emb = self.features["embedding"]
+        refusal = self.features.get("refusal")
+        return {
+            "baseline_id": self.baseline_id,
+            "base_model": self.base_model,
+            "adapter_version": self.adapter_version,
+            "embedder": self.embedder,
+            "k": self.k,
+            "n_fit": self.n_fit,
+            "n_reference": self.n_reference,
+            "smallest_cluster_share": round(min(emb.shares[: self.k]), 4),
+            "largest_cluster_share": round(max(emb.shares[: self.k]), 4),
+            "novelty_share": (
+                round(emb.shares[self.k], 4) if self.novelty_threshold is not None else None
+            ),
+            "refusal_rate": round(refusal.shares[1], 4) if refusal else None,
+            **{k: v for k, v in self.meta.items() if k.startswith("median_")},
+        }
+
+
+def _content_body(
+    base_model: str,
+    adapter_version: str,
+    embedder: str,
+    k: int,
+    centroids: np.ndarray,
+    features: dict[str, FeatureBaseline],
+    n_fit: int,
+    n_reference: int,
+    novelty_threshold: float | None,
+) -> dict[str, Any]:
+    c = np.ascontiguousarray(centroids, dtype="<f4")
+    return {
+        "format": PAYLOAD_FORMAT,
+        "base_model": base_model,
+        "adapter_version": adapter_version,
+        "embedder": embedder,
+        "k": int(k),
+        "centroids": {"shape": list(c.shape), "f32le": base64.b64encode(c.tobytes()).decode()},
+        "features": {name: features[name].to_dict() for name in sorted(features)},
+        "n_fit": int(n_fit),
+        "n_reference": int(n_reference),
+        "novelty_threshold": novelty_threshold,
+    }
+
+
+def baseline_id_for(body: dict[str, Any]) -> str:
+    """Deterministic id: ``bl-`` + the first 16 hex digits of the content's SHA-256."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return "bl-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def nearest_centroids(
+    embeddings: np.ndarray, centroids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the most cosine-similar centroid per row (ties: the lower index) and that
+    similarity."""
+    emb = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    cen = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    sims = emb @ cen.T
+    idx = np.argmax(sims, axis=1)
+    return idx.astype(np.int64), sims[np.arange(sims.shape[0]), idx].astype(np.float64)
+
+
+def assign_to_centroids(embeddings: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the most cosine-similar centroid per row (ties: the lower index)."""
+    return nearest_centroids(embeddings, centroids)[0]
+
+
+def quantile_edges(values: np.ndarray, n_bins: int = DEFAULT_OUTPUT_BINS) -> tuple[float, ...]:
+    """Interior cut points of ``n_bins`` equal-count bins; repeated values merge bins.
+
+    >>> quantile_edges(np.arange(100), 4)
+    (24.75, 49.5, 74.25)
+    >>> quantile_edges(np.array([1.0] * 90 + [0.5] * 10), 4)  # mostly ties: one cut
+    (1.0,)
+    """
+    if n_bins < 2:
+        raise ValueError(f"n_bins must be >= 2, got {n_bins}")
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        raise ValueError("no values to take quantiles of")
+    qs = np.quantile(arr, np.linspace(0.0, 1.0, n_bins + 1)[1:-1])
+    edges = np.unique(qs)
+    # A cut at the minimum would leave the first bin empty by construction.
+    edges = edges[edges > arr.min()]
+    return tuple(float(e) for e in edges)
+
+
+# --------------------------------------------------------------------------------------
+# fitting
+# --------------------------------------------------------------------------------------
+def _embed(
+    texts: Sequence[str], embedder: Embedder, progress: bool, batch_size: int = 64
+) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    chunk = max(batch_size, 256)
+    parts = []
+    with tqdm(
+        total=len(texts),
+        desc=f"embedding prompts ({embedder.name})",
+        unit="prompt",
+        disable=not progress,
+    ) as bar:
+        for start in range(0, len(texts), chunk):
+            batch = list(texts[start : start + chunk])
+            parts.append(np.asarray(embedder.encode(batch, batch_size=batch_size), np.float32))
+            bar.update(len(batch))
+    return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
+
+
+def split_indices(n: int, reference_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (fit, reference) index split; the reference part has ``round(n·fraction)``."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_ref = round(n * reference_fraction)
+    return np.sort(order[n_ref:]), np.sort(order[:n_ref])
+
+
+def fit_kmeans(embeddings: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """k-means (scikit-learn, k-means++, 10 seeded restarts); rows L2-normalized."""
+    from sklearn.cluster import KMeans
+
+    model = KMeans(n_clusters=k, n_init=10, random_state=seed)
+    model.fit(np.asarray(embeddings, dtype=np.float32))
+    centers = np.asarray(model.cluster_centers_, dtype=np.float32)
+    return centers / np.maximum(np.linalg.norm(centers, axis=1, keepdims=True), 1e-12)
+
+
+def fit_baseline(
+    records: Sequence[TrainingRecord],
+    embedder: Embedder,
+    *,
+    base_model: str,
+    adapter_version: str = "none",
+    k: int = 16,
+    seed: int = 0,
+    reference_fraction: float = 0.3,
+    output_bins: int = DEFAULT_OUTPUT_BINS,
+    novelty_quantile: float | None = DEFAULT_NOVELTY_QUANTILE,
+    progress: bool = True,
+    source: str = "",
+    now: datetime | None = None,
+) -> Baseline:
+    """Fit centroids and bin edges on one split, count the held-out reference split.
+
+    ``novelty_quantile`` (None: off) sets the novelty bin: a production prompt whose
+    nearest centroid is less similar than this quantile of the fitting split's
+    similarities goes to bin ``k``. Raises :class:`BaselineError` when the data cannot
+    support ``k`` clusters.
+    """
+    from workers.textstats import text_stats
+
+    if not 2 <= k <= 4096:
+        raise ValueError(f"k must be in [2, 4096], got {k}")
+    if not 0.05 <= reference_fraction <= 0.95:
+        raise ValueError(f"reference_fraction must be in [0.05, 0.95], got {reference_fraction}")
+    if not base_model:
+        raise ValueError("base_model must be non-empty")
+    if novelty_quantile is not None and not 0.0 < novelty_quantile <= 0.2:
+        raise ValueError(f"novelty_quantile must be in (0, 0.2] or None, got {novelty_quantile}")
+    n = len(records)
+    need = math.ceil(k / min(reference_fraction, 1 - reference_fraction))
+    if n < need:
+        raise BaselineError(
+            f"{n} training examples are too few for k={k} clusters: both the fitting split "
+            f"and the {reference_fraction:.0%} reference split need at least k examples, "
+            f"so at least {need} examples; add data or lower --k"
+        )
+    fit_idx, ref_idx = split_indices(n, reference_fraction, seed)
+    fit_prompts = [records[i].prompt for i in fit_idx]
+    distinct = len(set(fit_prompts))
+    if distinct < k:
+        raise BaselineError(
+            f"only {distinct} distinct prompts in the fitting split for k={k} clusters; "
+            "add varied data or lower --k"
+        )
+
+    embeddings = _embed([r.prompt for r in records], embedder, progress)
+    centroids = fit_kmeans(embeddings[fit_idx], k, seed)
+    novelty: float | None = None
+    if novelty_quantile is not None:
+        _, fit_sims = nearest_centroids(embeddings[fit_idx], centroids)
+        novelty = float(np.quantile(fit_sims, novelty_quantile))
+    ref_bins, ref_sims = nearest_centroids(embeddings[ref_idx], centroids)
+    if novelty is not None:
+        ref_bins[ref_sims < novelty] = k
+    emb_counts = np.bincount(ref_bins, minlength=k + (novelty is not None))
+
+    stats = [text_stats(r.completion) for r in records]
+    columns = {
+        "output_length": np.array([s.length for s in stats], dtype=np.float64),
+        "ttr": np.array([s.ttr for s in stats], dtype=np.float64),
+        "distinct2": np.array([s.distinct2 for s in stats], dtype=np.float64),
+    }
+    features: dict[str, FeatureBaseline] = {
+        "embedding": FeatureBaseline.from_counts("embedding", None, emb_counts.tolist())
+    }
+    for name, values in columns.items():
+        edges = quantile_edges(values[fit_idx], output_bins)
+        probe = FeatureBaseline.from_counts(name, edges, [0] * (len(edges) + 1))
+        counts = np.bincount(probe.assign(values[ref_idx]), minlength=len(edges) + 1)
+        features[name] = FeatureBaseline.from_counts(name, edges, counts.tolist())
+    refusals = np.array([s.refusal for s in stats], dtype=np.int64)[ref_idx]
+    features["refusal"] = FeatureBaseline.from_counts(
+        "refusal", None, np.bincount(refusals, minlength=2).tolist()
+    )
+
+    body = _content_body(
+        base_model,
+        adapter_version,
+        embedder.name,
+        k,
+        centroids,
+        features,
+        len(fit_idx),
+        len(ref_idx),
+        novelty,
+    )
+    return Baseline(
+        baseline_id=baseline_id_for(body),
+        base_model=base_model,
+        adapter_version=adapter_version,
+        embedder=embedder.name,
+        k=k,
+        centroids=centroids,
+        features=features,
+        n_fit=len(fit_idx),
+        n_reference=len(ref_idx),
+        created_at=now or datetime.now(UTC),
+        source=source,
+        novelty_threshold=novelty,
+        meta={
+            "seed": seed,
+            "reference_fraction": reference_fraction,
+            "novelty_quantile": novelty_quantile,
+            "dim": int(centroids.shape[1]),
+            "length_unit": "simple_tokens",
+            "median_output_length": float(np.median(columns["output_length"])),
+            "median_ttr": round(float(np.median(columns["ttr"])), 4),
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------
+# storage
+# --------------------------------------------------------------------------------------
+def save_baseline(store: Store, baseline: Baseline, *, json_path: str | Path | None = None) -> None:
+    """Insert the baseline into ``baselines`` (idempotent per id); also write ``json_path``."""
+    payload = baseline.to_payload()
+    text = json.dumps(payload, sort_keys=True)
+    store.insert(
+        "baselines",
+        [
+            {
+                "baseline_id": baseline.baseline_id,
+                "created_at": baseline.created_at,
+                "base_model": baseline.base_model,
+                "adapter_version": baseline.adapter_version,
+                "embedder": baseline.embedder,
+                "k": baseline.k,
+                "n_fit": baseline.n_fit,
+                "n_reference": baseline.n_reference,
+                "source": baseline.source,
+                "payload": text,
+            }
+        ],
+        dedup_token=f"baseline-{baseline.baseline_id}",
+    )
+    if json_path is not None:
+        out = Path(json_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def load_baseline(store: Store, base_model: str, adapter_version: str) -> Baseline | None:
+    """The newest baseline of (base_model, adapter), else the newest of the base model, else None."""
+    exact = store.query(
+        "SELECT payload FROM baselines FINAL "
+        "WHERE base_model = {m:String} AND adapter_version = {a:String} "
+        "ORDER BY created_at DESC, baseline_id DESC LIMIT 1",
+        {"m": base_model, "a": adapter_version},
+    )
+    if not exact.rows:
+        exact = store.query(
+            "SELECT payload FROM baselines FINAL WHERE base_model = {m:String} "
+            "ORDER BY created_at DESC, baseline_id DESC LIMIT 1",
+            {"m": base_model},
+        )
+    return Baseline.from_payload(exact.rows[0][0]) if exact.rows else None
+
+
+def load_baseline_by_id(store: Store, baseline_id: str) -> Baseline | None:
+    result = store.query(
+        "SELECT payload FROM baselines FINAL WHERE baseline_id = {b:String} "
+        "ORDER BY created_at DESC LIMIT 1",
+        {"b": baseline_id},
+    )
+    return Baseline.from_payload(result.rows[0][0]) if result.rows else None
+
+
+LIST_COLUMNS = (
+    "baseline_id",
+    "created_at",
+    "base_model",
+    "adapter_version",
+    "embedder",
+    "k",
+    "n_fit",
+    "n_reference",
+    "source",
+)
+
+
+def list_baselines(store: Store, base_model: str | None = None) -> list[dict[str, Any]]:
+    """Every stored baseline (newest first), without payloads."""
+    where = "WHERE base_model = {m:String} " if base_model else ""
+    result = store.query(
+        f"SELECT {', '.join(LIST_COLUMNS)} FROM baselines FINAL {where}"
+        "ORDER BY created_at DESC, baseline_id",
+        {"m": base_model} if base_model else None,
+    )
+    return result.dicts()
+
+
+def iter_feature_bins(baseline: Baseline) -> Iterable[tuple[str, int, float, int]]:
+    """``(feature, bin, share, count)`` rows, e.g. to show a baseline as a table."""
+    for name in FEATURES:
+        fb = baseline.features.get(name)
+        if fb is None:
+            continue
+        for b, (share, count) in enumerate(zip(fb.shares, fb.counts, strict=True)):
+            yield name, b, share, count

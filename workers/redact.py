@@ -1,0 +1,188 @@
+"""PII and secret redaction before anything is stored: emails, phones, card numbers, API keys.
+
+A :class:`Redactor` applies an ordered list of :class:`RedactionRule` s (regex + replacement,
+with an optional validator such as the Luhn check for card numbers) to the prompt, the chat
+messages and the completion of an :class:`~schemas.events.InferenceLog`. The rule set is
+configurable (``WorkerSettings.redaction``): keep or drop the defaults, switch single default
+rules off by name, and add your own patterns.
+
+>>> Redactor().redact("mail jane.doe@example.com or call +1 (415) 555-0134")
+'mail [EMAIL] or call [PHONE]'
+>>> Redactor().redact("card 4111 1111 1111 1111, key sk-proj-abcdefghijklmnop1234")
+'card [CARD], key [API_KEY]'
+
+Rules run in order, secrets and cards before phones, so a card number is not half-eaten by
+the phone pattern. Digit runs without separators (order numbers) are not phones.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from schemas.events import InferenceLog
+
+if TYPE_CHECKING:
+    from streams.config import RedactionSettings
+
+
+def luhn_valid(candidate: str) -> bool:
+    """True when the digits of ``candidate`` (13–19 of them) pass the Luhn checksum.
+
+    >>> luhn_valid("4111-1111-1111-1111"), luhn_valid("4111-1111-1111-1112")
+    (True, False)
+    """
+    digits = [int(c) for c in candidate if c.isdigit()]
+    if not 13 <= len(digits) <= 19:
+        return False
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+@dataclass(frozen=True)
+class RedactionRule:
+    """One pattern and what replaces it; ``validate`` (optional) must accept a match first."""
+
+    name: str
+    pattern: str | re.Pattern[str]
+    replacement: str
+    validate: Callable[[str], bool] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a redaction rule needs a non-empty name")
+        if isinstance(self.pattern, str):
+            try:
+                compiled = re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"redaction rule {self.name!r}: invalid regex: {exc}") from exc
+            object.__setattr__(self, "pattern", compiled)
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        assert isinstance(self.pattern, re.Pattern)  # compiled in __post_init__
+        return self.pattern
+
+    def apply(self, text: str) -> tuple[str, int]:
+        """``text`` with every (valid) match replaced, and the number of replacements."""
+        if self.validate is None:
+            return self.regex.subn(self.replacement, text)
+        hits = 0
+
+        def _sub(match: re.Match[str]) -> str:
+            nonlocal hits
+            assert self.validate is not None
+            if not self.validate(match.group(0)):
+                return match.group(0)
+            hits += 1
+            return match.expand(self.replacement)
+
+        return self.regex.sub(_sub, text), hits
+
+
+#: The built-in rules, in the order they run.
+DEFAULT_RULES: tuple[RedactionRule, ...] = (
+    RedactionRule(
+        "private_key",
+        r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z]+ )?PRIVATE KEY-----",
+        "[PRIVATE_KEY]",
+    ),
+    RedactionRule("bearer_token", r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{16,}=*", r"\1 [TOKEN]"),
+    RedactionRule(
+        "jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", "[TOKEN]"
+    ),
+    # OpenAI / Anthropic style secret keys: sk-..., sk-proj-..., sk-ant-...
+    RedactionRule("openai_key", r"\bsk-(?:[A-Za-z]+-)?[A-Za-z0-9_-]{16,}", "[API_KEY]"),
+    RedactionRule("aws_access_key", r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b", "[API_KEY]"),
+    RedactionRule(
+        "github_token",
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b",
+        "[API_KEY]",
+    ),
+    RedactionRule("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", "[API_KEY]"),
+    RedactionRule("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}\b", "[API_KEY]"),
+    RedactionRule(
+        "email",
+        r"(?i)\b[a-z0-9][a-z0-9._%+-]*@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}\b",
+        "[EMAIL]",
+    ),
+    # 13–19 digits, optionally grouped by spaces or dashes; only Luhn-valid runs are cards.
+    RedactionRule(
+        "credit_card", r"(?<![\d.])(?:\d[ -]?){12,18}\d(?![\d])", "[CARD]", validate=luhn_valid
+    ),
+    # Phone numbers need separators or a leading "+", so bare order numbers stay intact, and
+    # must not be part of a longer digit group (a card number failing Luhn is left alone):
+    # +1 (415) 555-0134, 415-555-0134, 415.555.0134, +44 20 7946 0958, +14155550134.
+    RedactionRule(
+        "phone",
+        r"(?<![\w+])(?<!\d[\s.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?|\d{2,4}[\s.-])"
+        r"\d{3,4}[\s.-]\d{3,4}(?![\w]|[\s.-]\d)"
+        r"|(?<![\w+])\+\d{8,15}(?!\w)",
+        "[PHONE]",
+    ),
+)
+
+
+class Redactor:
+    """Applies redaction rules to text and to whole inference events.
+
+    >>> r = Redactor([*DEFAULT_RULES, RedactionRule("employee", r"\\bEMP-\\d{6}\\b", "[EMPLOYEE]")])
+    >>> r.redact("ticket from EMP-123456 (bob@corp.example)")
+    'ticket from [EMPLOYEE] ([EMAIL])'
+    """
+
+    def __init__(self, rules: Iterable[RedactionRule] = DEFAULT_RULES) -> None:
+        self.rules: tuple[RedactionRule, ...] = tuple(rules)
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"redaction rule names must be unique; repeated: {dupes}")
+        #: replacements made so far, per rule name (for metrics)
+        self.counts: Counter[str] = Counter()
+
+    @classmethod
+    def from_settings(cls, settings: RedactionSettings) -> Redactor:
+        """The rule set ``WorkerSettings.redaction`` describes (defaults, minus disabled, plus own)."""
+        known = {r.name for r in DEFAULT_RULES}
+        unknown = sorted(set(settings.disabled) - known)
+        if unknown:
+            raise ValueError(
+                f"redaction.disabled names unknown default rules {unknown}; "
+                f"the defaults are {sorted(known)}"
+            )
+        rules: list[RedactionRule] = []
+        if settings.use_defaults:
+            rules.extend(r for r in DEFAULT_RULES if r.name not in settings.disabled)
+        rules.extend(RedactionRule(r.name, r.pattern, r.replacement) for r in settings.rules)
+        return cls(rules)
+
+    def redact(self, text: str) -> str:
+        """``text`` with every rule applied in order."""
+        for rule in self.rules:
+            text, hits = rule.apply(text)
+            if hits:
+                self.counts[rule.name] += hits
+        return text
+
+    def redact_event(self, event: InferenceLog) -> InferenceLog:
+        """A copy of ``event`` with prompt, messages and completion redacted."""
+        update: dict[str, object] = {"completion": self.redact(event.completion)}
+        if event.prompt is not None:
+            update["prompt"] = self.redact(event.prompt)
+        if event.messages:
+            update["messages"] = [
+                m.model_copy(update={"content": self.redact(m.content)}) for m in event.messages
+            ]
+        return event.model_copy(update=update)
+
+    def redact_many(self, texts: Sequence[str]) -> list[str]:
+        return [self.redact(t) for t in texts]
