@@ -225,10 +225,11 @@ def test_users_are_validated() -> None:
 @pytest.mark.slow
 def test_serve_command_shares_one_folder_between_processes(tmp_path: Path) -> None:
     """`sentryml store serve` holds the folder; other processes use it over HTTP."""
-    folder, port = tmp_path / "chdb", _free_port()
+    folder, backups, port = tmp_path / "chdb", tmp_path / "backups", _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    target = f"{folder}?backups.allowed_path={backups}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "store", "serve", "--path", str(folder),
+        [sys.executable, "-m", "streams.cli", "store", "serve", "--path", target,
          "--port", str(port), "--user", "writer:w-pw", "--readonly-user", "reader:r-pw"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -247,9 +248,13 @@ def test_serve_command_shares_one_folder_between_processes(tmp_path: Path) -> No
         with open_store(writer) as store:
             assert store.migrate() != []
             store.insert("alerts", [{"alert_id": "a1", "message": "m"}])
+            # The backup procedure of docs/operations.md, on the embedded store.
+            store.command(f"BACKUP DATABASE sentryml TO File('{backups}/full')")
+            store.command(f"RESTORE DATABASE sentryml AS restored FROM File('{backups}/full')")
         reader = StoreSettings(url=url, username="reader", password=SecretStr("r-pw"))
         with open_store(reader) as store:
             assert store.query("SELECT alert_id FROM alerts").rows == [("a1",)]
+            assert store.query("SELECT alert_id FROM restored.alerts").rows == [("a1",)]
         # A process that opens the folder itself is told to use the endpoint instead.
         other = subprocess.run(
             [sys.executable, "-c",

@@ -73,7 +73,10 @@ def register(app: typer.Typer) -> None:
     @store_app.command("serve")
     def store_serve(
         path: str = typer.Option(
-            None, "--path", help="chDB data folder (default: the folder of a chdb:// store URL)"
+            None,
+            "--path",
+            help="chDB data folder, optionally with chDB options: "
+            "DIR?backups.allowed_path=/backups (default: the folder of a chdb:// store URL)",
         ),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on"),
         port: int = typer.Option(8123, "--port", help="Port (ClickHouse's HTTP port is 8123)"),

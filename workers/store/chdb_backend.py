@@ -79,6 +79,21 @@ def convert_value(ch_type: str, value: Any) -> Any:
     return value
 
 
+def chdb_folder(target: str | Path) -> tuple[Path, str]:
+    """``"DIR?opt=v&..."`` as (normalised folder, chDB startup options).
+
+    chDB compares folder paths as strings, so every opener in this process (this store,
+    ``sentryml store serve``) normalises alike. Options such as
+    ``backups.allowed_path=/backups`` configure chDB's embedded server; the first opener's
+    options hold for the whole process.
+
+    >>> chdb_folder("/data/chdb/?backups.allowed_path=/backups")
+    (PosixPath('/data/chdb'), 'backups.allowed_path=/backups')
+    """
+    folder, _, options = str(target).partition("?")
+    return Path(os.path.abspath(Path(folder).expanduser())), options
+
+
 _OTHER_FOLDER = re.compile(r"already initialized with path '([^']*)'")
 
 
@@ -113,13 +128,13 @@ class ChdbStore(Store):
 
     def __init__(self, path: str | Path, database: str = "sentryml") -> None:
         super().__init__(database)
-        # chDB compares folder paths as strings: normalise so every opener in this process
-        # (this store, `sentryml store serve`) names the folder alike.
-        self.path = Path(os.path.abspath(Path(path).expanduser()))
+        self.path, options = chdb_folder(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
-            self._session = chdb.session.Session(str(self.path))
+            self._session = chdb.session.Session(
+                f"{self.path}?{options}" if options else str(self.path)
+            )
         except RuntimeError as exc:
             raise StoreUnavailable(open_error(self.path, str(exc))) from exc
         self._run(_OUTPUT_SETTINGS)

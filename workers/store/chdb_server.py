@@ -42,7 +42,6 @@ import gzip
 import hmac
 import json
 import logging
-import os
 import re
 import socket
 import threading
@@ -59,6 +58,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import chdb.session
+
+from workers.store.chdb_backend import chdb_folder, open_error
+from workers.store.exceptions import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -380,8 +382,7 @@ class ChdbEngine:
         self.users = {u.name: u for u in given}
         if len(self.users) != len(given):
             raise ValueError("user names must be unique")
-        # Same normalisation as ChdbStore: chDB compares folder paths as strings.
-        self.path = Path(os.path.abspath(Path(path).expanduser()))
+        self.path, options = chdb_folder(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.max_sessions = max_sessions
         self.max_session_timeout_s = max_session_timeout_s
@@ -391,12 +392,12 @@ class ChdbEngine:
         self._hostname = socket.gethostname()
         try:
             # The anchor keeps chDB's embedded server (and the folder lock) up between requests.
-            self._anchor = chdb.session.Session(str(self.path))
+            # Its options (e.g. backups.allowed_path) configure chDB for every connection.
+            self._anchor = chdb.session.Session(
+                f"{self.path}?{options}" if options else str(self.path)
+            )
             row = self._anchor.query("SELECT version(), timezone()", "TabSeparated")
         except RuntimeError as exc:
-            from workers.store.chdb_backend import open_error
-            from workers.store.exceptions import StoreUnavailable
-
             raise StoreUnavailable(open_error(self.path, str(exc))) from exc
         self.version, self.timezone = row.bytes().decode().strip().split("\t")
 
