@@ -33,7 +33,8 @@ from workers.store.params import format_datetime, placeholder_types, to_text
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 # Rows the TTLs keep: "now" to the millisecond, as DateTime64(3) stores it.
-RECENT = datetime.now(UTC).replace(microsecond=datetime.now(UTC).microsecond // 1000 * 1000)
+_now = datetime.now(UTC)
+RECENT = _now.replace(microsecond=_now.microsecond // 1000 * 1000)
 NASTY = "it's a \\ back\tslash\nnewline {x:String} ünï 🙂 '; DROP TABLE alerts; --"
 
 
@@ -311,10 +312,14 @@ def test_read_only_user_reads_but_cannot_write(
         open_store(wrong)
 
 
-def test_a_second_chdb_folder_in_one_process_is_a_clear_error(store: Store, tmp_path: Path) -> None:
+def test_a_second_chdb_folder_in_one_process_is_a_clear_error(
+    store_settings: StoreSettings, tmp_path: Path
+) -> None:
     """chDB allows one folder per process; the error says what to do instead."""
-    with pytest.raises(StoreUnavailable, match="one data folder per process") as info:
-        open_store(StoreSettings(url=f"chdb://{tmp_path / 'other'}"))
+    with open_store(store_settings) as first:  # this process now holds the session folder
+        first.command(f"DROP DATABASE IF EXISTS {store_settings.database}")
+        with pytest.raises(StoreUnavailable, match="one data folder per process") as info:
+            open_store(StoreSettings(url=f"chdb://{tmp_path / 'other'}"))
     assert "sentryml store serve" in str(info.value)
 
 

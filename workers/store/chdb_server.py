@@ -358,10 +358,12 @@ def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
 class ChdbEngine:
     """Answer ClickHouse HTTP requests from one chDB folder; knows nothing of sockets.
 
-    Each request without a ``session_id`` runs in a fresh chDB connection (cheap, ~3 ms), so
-    one client's ``USE``/``SET`` never leaks into another's. Requests with a ``session_id``
-    share a connection that lives until ``session_timeout`` seconds of idleness. All chDB
-    calls are serialized by one lock.
+    Requests without a ``session_id`` share one pooled chDB connection per access level;
+    it is switched to each request's database and settings (only what differs from the
+    previous request, so usually nothing) and a ``SET``/``USE``/temporary table runs on a
+    throwaway connection, so nothing one client does outlives its query. Requests with a
+    ``session_id`` get their own connection, kept until ``session_timeout`` seconds of
+    idleness. All chDB calls are serialized by one lock.
     """
 
     def __init__(
@@ -443,6 +445,9 @@ class ChdbEngine:
             return reply
         except ClickHouseError as err:
             return self._error_reply(err, base)
+        except Exception as exc:  # a bug here must still answer, as a server error
+            log.exception("chDB endpoint: unexpected error on %s %s", method, target[:200])
+            return self._error_reply(ClickHouseError(1001, "STD_EXCEPTION", repr(exc)), base)
 
     def _error_reply(self, err: ClickHouseError, base: dict[str, str]) -> Reply:
         text = err.message
