@@ -270,6 +270,44 @@ def test_each_component_uses_its_clickhouse_user(compose: dict[str, Any]) -> Non
     )
 
 
+#: The settings class each SentryML service reads its SENTRYML_* environment into.
+SETTINGS_OF = {"trainer": "TrainerSettings"}
+
+
+def settings_field(cls: Any, var: str) -> bool:
+    """Whether ``SENTRYML_<FIELD>`` or ``SENTRYML_<SECTION>_<FIELD>`` names a field of ``cls``."""
+    from pydantic import BaseModel
+
+    name = var.removeprefix("SENTRYML_").lower()
+    if name in cls.model_fields:
+        return True
+    section, _, rest = name.partition("_")
+    field = cls.model_fields.get(section)
+    kind = field.annotation if field is not None else None
+    return isinstance(kind, type) and issubclass(kind, BaseModel) and rest in kind.model_fields
+
+
+def test_sentryml_variables_are_settings_the_code_reads(compose: dict[str, Any]) -> None:
+    """A misspelt SENTRYML_* variable would be ignored silently (extra="ignore"): each one
+    must be a field of the service's settings class, or a name the code reads directly."""
+    import streams.config
+
+    sources = "\n".join(
+        p.read_text() for d in ("streams", "workers", "trainer") for p in (REPO / d).rglob("*.py")
+    )
+    svcs = services(compose)
+    for name, svc in svcs.items():
+        if not uses_sentryml_image(svc):
+            continue
+        cls = getattr(streams.config, SETTINGS_OF.get(name, "WorkerSettings"))
+        for var in env_of(svc):
+            if not var.startswith("SENTRYML_"):
+                continue
+            assert settings_field(cls, var) or f'"{var}"' in sources, (
+                f"{name}: {var} is neither a {cls.__name__} field nor read by the code"
+            )
+
+
 def test_local_judge_serves_the_packaged_model(compose: dict[str, Any]) -> None:
     svcs = services(compose)
     judge, init = svcs["judge"], svcs["judge-model"]
