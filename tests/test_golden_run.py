@@ -74,7 +74,7 @@ def test_runs_are_stored_compared_and_page_when_under_threshold(store) -> None:
         )
     )
     assert first.ok and first.run.pass_rate == 1.0 and first.previous_run_id is None
-    assert first.alert is None
+    assert first.alert is None and not first.paged
 
     regressed = {**good, "refund": "Returns are accepted within 14 days."}
     publish = Recorder()
@@ -83,7 +83,7 @@ def test_runs_are_stored_compared_and_page_when_under_threshold(store) -> None:
         run_golden(golden_set(), lambda c: regressed[c.id], base_model="m", adapter_version="v1",
                    threshold=0.9, store=store, alerts=sink, trigger="deploy")
     )  # fmt: skip
-    assert not second.ok
+    assert not second.ok and second.paged
     assert (second.run.passed, second.run.total) == (2, 3)
     assert second.run.pass_rate == pytest.approx(2 / 3)
     assert second.run.tag_pass_rates == {"domain": 0.0, "format": 1.0, "safety": 1.0}

@@ -715,6 +715,8 @@ class GoldenRunResult:
     newly_failing: list[str] = field(default_factory=list)
     alert: Alert | None = None
     alert_error: str | None = None
+    #: The alert was delivered (False: no sink, a repeat suppressed by the sink, or an error).
+    paged: bool = False
 
     @property
     def ok(self) -> bool:
@@ -958,12 +960,13 @@ async def run_golden(
         )
     alert: Alert | None = None
     alert_error: str | None = None
+    paged = False
     if pass_rate < threshold:
         alert = golden_alert(run, newly_failing)
         log.warning("%s", alert.message)
         if alerts is not None:
             try:
-                await alerts.emit([alert])
+                paged = bool(await alerts.emit([alert]))
             except SentryMLError as exc:  # the run is stored; the caller reports the failure
                 alert_error = str(exc)
                 log.error("golden page %s not delivered: %s", alert.alert_id, exc)
@@ -978,7 +981,7 @@ async def run_golden(
         100 * pass_rate,
         100 * threshold,
     )
-    return GoldenRunResult(run, results, previous_id, newly_failing, alert, alert_error)
+    return GoldenRunResult(run, results, previous_id, newly_failing, alert, alert_error, paged)
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:

@@ -24,7 +24,7 @@ err = Console(stderr=True)
 Trigger = Literal["manual", "deploy", "daily", "trainer", "ci"]
 
 
-def _report(result: Any, *, diffs: int) -> None:
+def _report(result: Any, *, diffs: int, paging: bool) -> None:
     from workers.golden import diff_text
 
     run = result.run
@@ -64,8 +64,15 @@ def _report(result: Any, *, diffs: int) -> None:
         newly = ", ".join(result.newly_failing) or "none"
         console.print(f"newly failing since run {result.previous_run_id}: {newly}")
     if result.alert is not None:
-        state = f"[red]not delivered: {result.alert_error}[/]" if result.alert_error else "sent"
-        console.print(f"page {result.alert.alert_id}: {state}")
+        if result.alert_error:
+            state = f"[red]not delivered: {result.alert_error}[/]"
+        elif result.paged:
+            state = "sent (alerts table, alerts topic, webhook if configured)"
+        elif paging:
+            state = "suppressed: the same condition was paged within the last hour"
+        else:
+            state = "not sent (--no-page)"
+        console.print(f"page {result.alert.alert_id}: {state}", markup=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -182,7 +189,7 @@ def register(app: typer.Typer) -> None:
         finally:
             if db is not None:
                 db.close()
-        _report(result, diffs=diffs)
+        _report(result, diffs=diffs, paging=page and db is not None)
         if not result.ok:
             raise typer.Exit(1)
 
