@@ -131,6 +131,14 @@ def test_persistent_500s_raise_after_max_attempts(server: FaultyOpenAI) -> None:
     assert info.value.reason == "server_error" and info.value.attempts == 3
 
 
+def test_client_errors_are_not_retried(server: FaultyOpenAI) -> None:
+    rid = uuid.uuid4().hex[:8]
+    with pytest.raises(JudgeRejected, match="HTTP 404") as info:
+        _run(_settings(server), lambda c: c.score(_log(f"x fault=404x9#{rid}")))
+    assert (info.value.reason, info.value.attempts) == ("rejected", 1)
+    assert len(server.requests_for(rid)) == 3  # once per dimension
+
+
 def test_hang_times_out_and_gives_up(server: FaultyOpenAI) -> None:
     rid = uuid.uuid4().hex[:8]
     settings = _settings(server, timeout_s=0.3, max_attempts=2)
@@ -200,8 +208,10 @@ def test_auto_response_format_falls_back_to_llama_cpp_style() -> None:
         scores, client = _run(_settings(server), lambda c: c.score(_log("Paris.")))
         assert all(s.ok for s in scores)
         assert client.response_format_style == "json_object"
-        with pytest.raises(JudgeRejected, match="HTTP 422"):
+        # told to use json_schema, the client does not switch: the request fails and says why
+        with pytest.raises(JudgeUnavailable, match="json_object") as info:
             _run(_settings(server, response_format="json_schema"), lambda c: c.score(_log("P")))
+        assert info.value.reason == "server_error"
 
 
 def test_declared_output_schema_is_checked_deterministically(

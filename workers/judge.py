@@ -303,9 +303,7 @@ class JudgeClient:
                 reason, last = "connection", str(exc)
             except openai.APIStatusError as exc:
                 status = exc.status_code
-                if status >= 500 or status in (408, 409):
-                    reason, last = "server_error", str(exc)
-                elif self._may_fall_back(exc, style):
+                if self._may_fall_back(exc, style):
                     if self._style == "json_schema":  # else a concurrent call switched already
                         log.warning(
                             "judge at %s rejects response_format json_schema; using "
@@ -315,6 +313,8 @@ class JudgeClient:
                         self._style = "json_object"
                     attempt -= 1  # the endpoint's dialect, not a failure
                     continue
+                if status >= 500 or status in (408, 409):
+                    reason, last = "server_error", str(exc)
                 else:
                     raise JudgeRejected(
                         f"judge at {self.settings.base_url} rejected the request "
@@ -363,10 +363,12 @@ class JudgeClient:
     def _may_fall_back(self, exc: openai.APIStatusError, style_used: str) -> bool:
         if self.settings.response_format != "auto" or style_used != "json_schema":
             return False
-        if exc.status_code not in (400, 422):
+        # llama-cpp-python answers a json_schema response_format with a 500 carrying its
+        # validation error ("Input should be 'text' or 'json_object'"); others use 400/422.
+        if exc.status_code not in (400, 422, 500):
             return False
         text = f"{exc} {getattr(exc, 'body', '')}"
-        return "response_format" in text or "json_schema" in text
+        return "response_format" in text and ("json_schema" in text or "json_object" in text)
 
     # -- one rubric --------------------------------------------------------------------
     async def ask(
@@ -376,19 +378,30 @@ class JudgeClient:
         prompt: str,
         completion: str,
         output_schema: dict[str, Any] | None = None,
+        boundary: str | None = None,
     ) -> Answer:
         """Grade ``completion`` on one rubric; an unparsable answer is asked for once more."""
         schema = answer_schema(rubric)
+        boundary = boundary or new_boundary()
         tokens_in = tokens_out = 0
         latency = 0.0
         error = ""
         for ask_no in (1, 2):
+            # The re-ask says what was wrong, so a deterministic (temperature 0) judge does
+            # not simply repeat itself; appended last, it keeps the cached prefix.
+            note = None
+            if ask_no == 2:
+                note = (
+                    f"Your previous reply was not usable ({error[:200]}). Reply with the JSON "
+                    "object only, exactly the two keys asked for."
+                )
             messages = build_messages(
                 rubric,
                 prompt=_clip(prompt),
                 completion=_clip(completion),
-                boundary=new_boundary(),
+                boundary=boundary,
                 output_schema=output_schema,
+                retry_note=note,
             )
             result = await self.complete(messages, schema, f"sentryml_judge_{rubric.name}")
             tokens_in += result.prompt_tokens
@@ -431,6 +444,7 @@ class JudgeClient:
         output_schema = self._output_schemas.get(event.base_model)
         schema_valid = schema_check(event.completion, output_schema) if output_schema else None
         dimensions = self.settings.dimensions
+        boundary = new_boundary()  # one per request: its calls share a cacheable prefix
         results = await asyncio.gather(
             *(
                 self.ask(
@@ -438,6 +452,7 @@ class JudgeClient:
                     prompt=prompt,
                     completion=event.completion,
                     output_schema=output_schema if d == "format" else None,
+                    boundary=boundary,
                 )
                 for d in dimensions
             ),

@@ -6,6 +6,7 @@ the request text — the completion under review carries it:
 
 - ``fault=429x2#ID``  — answer 429 with ``Retry-After`` twice, then behave;
 - ``fault=500x1#ID``  — one 500, then behave;
+- ``fault=404x1#ID``  — one 404 "model not found" (a client error: not to be retried);
 - ``fault=hangx9#ID`` — hang (longer than the client's timeout) nine times;
 - ``fault=badjsonx1#ID`` — a valid HTTP response whose answer is not valid JSON, once;
 - ``fault=badbodyx1#ID`` — an HTTP 200 whose body itself is not JSON, once;
@@ -33,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-_MARKER = re.compile(r"fault=(429|500|hang|badjson|badbody)x(\d+)#([\w.-]+)")
+_MARKER = re.compile(r"fault=(429|500|404|hang|badjson|badbody)x(\d+)#([\w.-]+)")
 _SCORE = re.compile(r"score=([1-5])\b")
 _DIMENSION = re.compile(r"^Dimension: (.+)$", re.M)
 
@@ -168,11 +169,18 @@ class FaultyOpenAI:
             with self._lock:
                 self.log.append(Logged(arrived, marker, dimension, status, mode))
 
-        if mode == "reject_json_schema":
-            record(422)
+        if mode == "reject_json_schema":  # what llama-cpp-python's server answers
+            record(500)
             return web.json_response(
-                {"detail": [{"loc": ["body", "response_format", "type"], "msg": "bad type"}]},
-                status=422,
+                {
+                    "error": {
+                        "message": "1 validation error: {'type': 'literal_error', 'loc': "
+                        "('body', 'response_format', 'type'), 'msg': \"Input should be "
+                        "'text' or 'json_object'\", 'input': 'json_schema'}",
+                        "type": "internal_server_error",
+                    }
+                },
+                status=500,
             )
         if mode == "429":
             record(429)
@@ -180,6 +188,12 @@ class FaultyOpenAI:
                 {"error": {"message": "rate limited", "type": "rate_limit_error"}},
                 status=429,
                 headers={"Retry-After": f"{self.retry_after_s:g}"},
+            )
+        if mode == "404":
+            record(404)
+            return web.json_response(
+                {"error": {"message": "model not found", "type": "invalid_request_error"}},
+                status=404,
             )
         if mode == "500":
             record(500)
