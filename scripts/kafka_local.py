@@ -188,6 +188,9 @@ def server_properties(data: Path, port: int, controller_port: int, sasl: bool) -
         "group.initial.rebalance.delay.ms=0\n"
         "auto.create.topics.enable=true\n"
         "log.retention.hours=168\n"
+        # Large enough for the 10 MiB poison-input tests; SentryML itself rejects >1 MiB.
+        "message.max.bytes=16777216\n"
+        "replica.fetch.max.bytes=16777216\n"
     )
 
 

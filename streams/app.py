@@ -28,7 +28,11 @@ from workers.store import Store, open_store
 log = logging.getLogger(__name__)
 
 #: Agent modules, each with ``register(app: faust.App, ctx: WorkerContext) -> None``.
-AGENT_MODULES: tuple[str, ...] = ("streams.agents.ingest", "streams.agents.golden")
+AGENT_MODULES: tuple[str, ...] = (
+    "streams.agents.ingest",
+    "streams.agents.drift",
+    "streams.agents.golden",
+)
 
 
 @dataclass
@@ -42,6 +46,14 @@ class WorkerMetrics:
 
     def set(self, name: str, value: float) -> None:
         self.counters[name] = value
+
+    def render(self) -> str:
+        """Prometheus text exposition format (counters and gauges, one sample each)."""
+        lines = []
+        for name, value in sorted(self.counters.items()):
+            kind = "counter" if name.endswith("_total") else "gauge"
+            lines += [f"# TYPE {name} {kind}", f"{name} {value:g}"]
+        return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -85,18 +97,46 @@ def create_app(
         settings.consumer_group,
         **_faust_broker_options(settings),
         store="memory://",
-        web_enabled=False,
+        web_enabled=settings.metrics_port is not None,
+        web_port=settings.metrics_port or 6066,
+        web_bind=settings.metrics_host,
         topic_partitions=settings.kafka.partitions,
         topic_replication_factor=settings.kafka.replication_factor,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # A DLQ record carries the original bytes: allow what the source topic accepted.
+        producer_max_request_size=32 * 1024 * 1024,
         broker_commit_interval=1.0,
         stream_wait_empty=True,
         logging_config=None,
     )
     for name in agent_modules:
         importlib.import_module(name).register(app, ctx)
+    _register_pages(app, ctx)
     return app, ctx
+
+
+def _register_pages(app: faust.App, ctx: WorkerContext) -> None:
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        _update_lag(app, ctx)
+        return web.text(ctx.metrics.render(), content_type="text/plain")
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "worker_id": ctx.settings.worker_id})
+
+
+def _update_lag(app: faust.App, ctx: WorkerContext) -> None:
+    """Consumer lag per assigned partition (highwater - committed), as a gauge."""
+    consumer = app.consumer
+    total = 0
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        committed = getattr(consumer, "_committed_offset", {}).get(tp)  # no public accessor
+        if highwater is not None and committed is not None:
+            total += max(0, highwater - committed - 1)
+    ctx.metrics.set("sentryml_consumer_lag", total)
 
 
 def run_worker(app: faust.App, loglevel: str = "info") -> None:

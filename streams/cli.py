@@ -28,6 +28,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "streams.commands.core",
     "streams.commands.demo",
+    "streams.commands.worker",
     "streams.commands.judge",
     "streams.commands.baseline",
     "streams.commands.golden",

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.events import DEFAULT_MAX_EVENT_BYTES, JudgeDimension
+from schemas.events import DEFAULT_MAX_EVENT_BYTES, JudgeDimension, RetrainMethod, TaskGoal
 
 
 def default_data_dir() -> Path:
@@ -204,6 +204,65 @@ class DriftSettings(_Section):
             raise ValueError(f"{where}: {exc}") from exc
 
 
+#: New labelled examples a retrain needs per declared task goal (the low ends of the usual
+#: ranges: style/format 200–500, vocabulary 500–1.5k, task 1k–5k, instruction 2k–10k).
+DEFAULT_MIN_EXAMPLES: dict[str, int] = {
+    "style": 200,
+    "vocabulary": 500,
+    "task": 1000,
+    "instruction": 2000,
+}
+
+
+class RetrainGateSettings(_Section):
+    """When the worker asks the trainer for a new adapter (docs/training.md, "Retrain gate").
+
+    A request fires only when (a) a drift or judge alert held for ``consecutive_evaluations``
+    evaluations in a row, (b) at least ``min_examples[goal]`` new labelled examples exist for
+    the model's task goal (``task_goals``, else ``default_goal``), (c) ``cooldown_days``
+    passed since the last job, and (d) no job is in flight. Every decision, fired or held,
+    is a row in ``retrain_jobs``. A cooldown under 7 days needs ``allow_short_cooldown``.
+    """
+
+    enabled: bool = True
+    interval_s: float = Field(300.0, gt=0, le=86_400, description="Seconds between gate checks")
+    consecutive_evaluations: int = Field(3, ge=1, le=10_000, description="N evaluations in a row")
+    drift_windows: tuple[Literal["1h", "24h", "7d"], ...] = Field(
+        ("24h", "7d"), description="drift_stats windows whose alerts count"
+    )
+    judge_interval_s: float | None = Field(
+        None, gt=0, description="Spacing of the judge evaluations checked (None: judge's own)"
+    )
+    task_goals: dict[str, TaskGoal] = Field(
+        default_factory=dict, description="Declared task goal per base_model"
+    )
+    default_goal: TaskGoal = "style"
+    min_examples: dict[TaskGoal, int] = Field(
+        default_factory=lambda: dict(DEFAULT_MIN_EXAMPLES),  # type: ignore[arg-type]
+        description="New labelled examples needed per task goal",
+    )
+    cooldown_days: float = Field(7.0, ge=0, description="Days between two jobs of one model")
+    allow_short_cooldown: bool = Field(False, description="Allow cooldown_days under 7")
+    method: RetrainMethod = "lora"
+    max_job_hours: float = Field(
+        48.0, gt=0, description="A job with no outcome after this no longer counts as in flight"
+    )
+    lookback_days: float = Field(7.0, gt=0, description="Check models seen in this period")
+
+    @model_validator(mode="after")
+    def _cooldown_and_minimums(self) -> RetrainGateSettings:
+        if self.cooldown_days < 7 and not self.allow_short_cooldown:
+            raise ValueError(
+                f"retrain cooldown_days={self.cooldown_days} is under the 7-day default; set "
+                "SENTRYML_RETRAIN_ALLOW_SHORT_COOLDOWN=true to use a shorter cooldown"
+            )
+        merged = {**DEFAULT_MIN_EXAMPLES, **self.min_examples}
+        if any(v < 1 for v in merged.values()):
+            raise ValueError(f"retrain min_examples must all be >= 1, got {merged}")
+        object.__setattr__(self, "min_examples", merged)
+        return self
+
+
 class _Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SENTRYML_",
@@ -237,6 +296,11 @@ class WorkerSettings(_Settings):
     redaction: RedactionSettings = RedactionSettings()
     drift: DriftSettings = DriftSettings()
     golden: GoldenSettings = GoldenSettings()
+    retrain: RetrainGateSettings = RetrainGateSettings()
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve /metrics (Prometheus) and /health on this port"
+    )
+    metrics_host: str = "127.0.0.1"
     judge: JudgeSettings = Field(default_factory=lambda: JudgeSettings())
     worker_id: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
 
@@ -345,6 +409,11 @@ class TrainerSettings(_Settings):
     kafka: KafkaSettings = KafkaSettings()
     store: StoreSettings = StoreSettings()
     adapters_dir: Path = Field(default_factory=lambda: default_data_dir() / "adapters")
+    consumer_group: str = Field("sentryml-trainer", description="Kafka group of the trainers")
+    config_file: Path | None = Field(
+        None, description="Training config YAML (fields of trainer.config.TrainConfig)"
+    )
+    poll_timeout_s: float = Field(1.0, gt=0, le=60, description="Consumer poll timeout")
 
 
 def redacted(settings: BaseModel) -> dict[str, Any]:

@@ -1,0 +1,65 @@
+"""The drift evaluator: a leader-only timer over rolling windows, plus the shared alert sink."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+import faust
+
+from schemas.events import Alert
+from streams.app import WorkerContext
+from workers.alerts import AlertSink
+from workers.evaluator import evaluate_drift
+from workers.store.exceptions import StoreError
+
+log = logging.getLogger(__name__)
+
+
+async def evaluate_once(ctx: WorkerContext) -> list[Alert]:
+    """One evaluation round: drift_stats rows written, alerts emitted; returns the alerts sent."""
+    settings = ctx.settings.drift
+    now = ctx.now()
+    loop = asyncio.get_running_loop()
+    stats, alerts = await loop.run_in_executor(
+        None,
+        lambda: evaluate_drift(
+            ctx.store,
+            now,
+            settings.thresholds_for,
+            windows=settings.windows,
+            alert_windows=settings.alert_windows,
+        ),
+    )
+    if stats:
+        rows = [s.to_row() for s in stats]
+        await loop.run_in_executor(None, lambda: ctx.store.insert("drift_stats", rows))
+    ctx.metrics.inc("sentryml_drift_evaluations_total")
+    sink: AlertSink = ctx.extras["alert_sink"]
+    return await sink.emit(alerts)
+
+
+def register(app: faust.App, ctx: WorkerContext) -> None:
+    settings = ctx.settings.drift
+    alerts_topic = app.topic(
+        ctx.topics.alerts, key_serializer="raw", value_serializer="raw", value_type=bytes
+    )
+
+    async def publish(alert: Alert) -> None:
+        fut = await alerts_topic.send(key=alert.base_model.encode(), value=alert.to_bytes())
+        await fut
+
+    ctx.extras["alert_sink"] = AlertSink(
+        ctx.store,
+        publish,
+        renotify=timedelta(seconds=settings.renotify_s),
+        now=ctx.now,
+    )
+
+    @app.timer(settings.interval_s, on_leader=True, name="drift-evaluator")
+    async def drift_evaluator() -> None:
+        try:
+            await evaluate_once(ctx)
+        except StoreError as exc:
+            log.error("drift evaluation skipped this round, store unavailable: %s", exc)

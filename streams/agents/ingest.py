@@ -1,0 +1,153 @@
+"""The ingest agent: raw inference logs in; DLQ, judge sample, raw rows and counts out.
+
+The agent is thin: it takes a batch, hands it to :class:`workers.ingest.IngestProcessor`
+(off the event loop), sends rejects to the DLQ and the judge sample to its topic (waiting
+for delivery), flushes to the store (retrying with backoff while the store is down, so
+the stream back-pressures instead of losing data), and only then acks the batch's offsets.
+Events are never acked by an exception: ``noack_take`` leaves acking to us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+import faust
+from faust.exceptions import ProducerSendError
+
+from streams.app import WorkerContext
+from workers.ingest import BatchResult, IngestProcessor, RawRecord, Rejected
+from workers.redact import Redactor
+from workers.store.exceptions import StoreError
+
+log = logging.getLogger(__name__)
+
+#: What a DLQ record keeps of a payload the DLQ topic refuses at full size.
+DLQ_TRUNCATE_BYTES = 512 * 1024
+
+
+def dlq_headers(rejected: Rejected) -> list[tuple[str, bytes]]:
+    """Headers that tell an operator why and where a message failed."""
+    record = rejected.record
+    return [
+        *record.headers,
+        ("sentryml-error", rejected.error[:4000].encode()),
+        ("sentryml-reason", rejected.reason.encode()),
+        ("sentryml-source-topic", record.topic.encode()),
+        ("sentryml-source-partition", str(record.partition).encode()),
+        ("sentryml-source-offset", str(record.offset).encode()),
+    ]
+
+
+def raw_record(event: Any) -> RawRecord:
+    message = event.message
+    headers = tuple((k, v) for k, v in (message.headers or ()))
+    return RawRecord(
+        message.topic, message.partition, message.offset, message.key, message.value or b"", headers
+    )
+
+
+async def retry_forever(fn: Any, *args: Any, what: str, max_backoff: float = 30.0) -> None:
+    """Call ``fn`` in a thread until it succeeds; store errors back off exponentially."""
+    delay = 0.5
+    attempt = 0
+    while True:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+            if attempt:
+                log.warning("%s succeeded after %d retries", what, attempt)
+            return
+        except StoreError as exc:
+            attempt += 1
+            log.error(
+                "%s failed (attempt %d), not committing; retrying in %.1fs: %s",
+                what,
+                attempt,
+                delay,
+                exc,
+            )
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, max_backoff)
+
+
+async def deliver(
+    topic: Any, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
+) -> None:
+    """Send and wait for the broker's acknowledgement (before the source offset is acked)."""
+    fut = await topic.send(key=key, value=value, headers=headers)
+    await fut
+
+
+def register(app: faust.App, ctx: WorkerContext) -> None:
+    settings = ctx.settings
+    raw = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    source = app.topic(ctx.topics.inference_logs, **raw)
+    dlq = app.topic(ctx.topics.dlq, **raw)
+    judge_requests = app.topic(ctx.topics.judge_requests, **raw)
+    processor = IngestProcessor(
+        ctx.store,
+        consumer_group=settings.consumer_group,
+        worker_id=settings.worker_id,
+        redactor=Redactor.from_settings(settings.redaction),
+        max_event_bytes=settings.max_event_bytes,
+        embed_sample_rate=settings.ingest.embed_sample_rate,
+        embed_batch_size=settings.ingest.embed_batch_size,
+    )
+    ctx.extras["ingest_processor"] = processor
+
+    async def to_dlq(rejected: Rejected) -> None:
+        log.warning(
+            "to DLQ: %s reason=%s: %s",
+            rejected.record.coordinates,
+            rejected.reason,
+            rejected.error[:300],
+        )
+        headers = dlq_headers(rejected)
+        value = rejected.record.value
+        try:
+            await deliver(dlq, rejected.record.key, value, headers)
+        except ProducerSendError as exc:
+            if "MessageSizeTooLarge" not in repr(exc):
+                raise
+            # The DLQ topic refused the original size: keep a prefix and say so.
+            headers.append(("sentryml-truncated-from", str(len(value)).encode()))
+            await deliver(dlq, rejected.record.key, value[:DLQ_TRUNCATE_BYTES], headers)
+        ctx.metrics.inc("sentryml_dlq_events_total")
+
+    async def handle(result: BatchResult) -> None:
+        for rejected in result.rejected:
+            await to_dlq(rejected)
+        sampler = ctx.extras.get("judge_sampler")
+        if sampler is not None:
+            for event in sampler.select(result.accepted):
+                await deliver(judge_requests, event.request_id.encode(), event.to_bytes())
+        await retry_forever(processor.flush, result, what="flush to the store")
+
+    @app.agent(source, name="ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in stream.noack_take(
+            settings.ingest.batch_max, within=settings.ingest.batch_seconds
+        ):
+            records = [raw_record(e) for e in events]
+            while True:
+                try:
+                    result = await loop.run_in_executor(None, processor.process, records)
+                    break
+                except StoreError as exc:  # reading flush_log needs the store too
+                    log.error("store unavailable while processing a batch, retrying: %s", exc)
+                    await asyncio.sleep(1.0)
+            await handle(result)
+            for event in events:
+                await stream.ack(event)
+            ctx.metrics.inc("sentryml_events_total", len(records))
+            ctx.metrics.inc("sentryml_events_counted_total", len(result.accepted))
+            ctx.metrics.inc("sentryml_events_skipped_replay_total", result.skipped)
+            ctx.metrics.inc("sentryml_flushes_total")
