@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 AGENT_MODULES: tuple[str, ...] = (
     "streams.agents.ingest",
     "streams.agents.drift",
+    "streams.agents.feedback",
+    "streams.agents.judge",
     "streams.agents.golden",
 )
 

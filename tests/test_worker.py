@@ -12,10 +12,10 @@ import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from schemas.events import InferenceLog
+from schemas.events import Feedback, InferenceLog
 from streams.agents.drift import evaluate_once
 from streams.app import create_app
-from streams.config import IngestSettings, KafkaSettings, WorkerSettings
+from streams.config import IngestSettings, JudgeSettings, KafkaSettings, WorkerSettings
 from streams.topics import Topics, create_topics
 from tests.conftest import wait_for
 from tests.harness import running
@@ -54,6 +54,7 @@ def _settings(kafka: KafkaSettings, store_settings, **ingest) -> WorkerSettings:
         store=store_settings,
         consumer_group=f"g-{uuid.uuid4().hex[:8]}",
         ingest=IngestSettings(batch_max=200, batch_seconds=0.5, **ingest),
+        judge=JudgeSettings(enabled=False),  # the judge has its own tests
     )
 
 
@@ -248,3 +249,34 @@ def test_domain_shift_raises_embedding_and_output_drift_alerts(kafka, store, wor
     ).dicts()[0]
     assert stat["status"] == "alert" and stat["p_value"] < 0.01
     assert stat["sample_size"] == len(phase2)
+
+
+def test_feedback_is_stored_redacted_and_bad_feedback_goes_to_the_dlq(
+    kafka, store, worker_env
+) -> None:
+    _, app, _ = worker_env
+    topics = Topics(kafka.topic_prefix)
+    good = [
+        Feedback(request_id="r1", base_model=MODEL, label="bad", correction='{"intent": "refund"}'),
+        Feedback(
+            request_id="r2",
+            base_model=MODEL,
+            correction="Write to jane.doe@example.com for a refund.",
+            prompt="refund please",
+        ),
+        Feedback(request_id="r3", base_model=MODEL, preference={"chosen": "a", "rejected": "b"}),
+    ]
+    messages = [(f.request_id.encode(), f.to_bytes()) for f in good]
+    messages.append((b"bad", b'{"request_id": "r4", "base_model": "m"}'))  # says nothing
+    _produce(kafka, topics.feedback, messages)
+    with running(app):
+        wait_for(
+            lambda: store.query("SELECT count() FROM feedback").scalar() == 3,
+            timeout=90,
+            what="feedback stored",
+        )
+        dlq = _consume(kafka, topics.dlq, 1)
+    assert [m.key() for m in dlq] == [b"bad"]
+    rows = {r["request_id"]: r for r in store.query("SELECT * FROM feedback").dicts()}
+    assert "jane.doe@example.com" not in rows["r2"]["correction"]
+    assert rows["r3"]["chosen"] == "a" and rows["r3"]["rejected"] == "b"
