@@ -256,7 +256,7 @@ class RetrainGateSettings(_Section):
                 f"retrain cooldown_days={self.cooldown_days} is under the 7-day default; set "
                 "SENTRYML_RETRAIN_ALLOW_SHORT_COOLDOWN=true to use a shorter cooldown"
             )
-        merged = {**DEFAULT_MIN_EXAMPLES, **self.min_examples}
+        merged = {**DEFAULT_MIN_EXAMPLES, **{str(k): v for k, v in self.min_examples.items()}}
         if any(v < 1 for v in merged.values()):
             raise ValueError(f"retrain min_examples must all be >= 1, got {merged}")
         object.__setattr__(self, "min_examples", merged)
@@ -380,7 +380,10 @@ class JudgeSettings(_Settings):
     # rolling-mean alerts
     drop_delta: float = Field(0.5, gt=0, description="Alert when a 1–5 mean drops this much")
     refusal_rate_delta: float = Field(0.1, gt=0, le=1, description="... or refusals rise this much")
-    drop_min_samples: int = Field(20, ge=1, description="Scores needed in each 7-day window")
+    drop_min_samples: int = Field(20, ge=1, description="Scores needed in each rolling window")
+    rolling_window_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="Rolling window compared with the one before it"
+    )
     baseline_means: dict[str, float] = Field(
         default_factory=dict, description="Per-dimension reference means, e.g. {'format': 4.2}"
     )

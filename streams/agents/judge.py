@@ -91,7 +91,8 @@ async def check_judge_drops(ctx: WorkerContext, sink: AlertSink, now: datetime) 
     """One rolling-mean evaluation: read both windows, decide, emit (with renotify)."""
     settings = ctx.settings.judge
     loop = asyncio.get_running_loop()
-    means = await loop.run_in_executor(None, rolling_judge_means, ctx.store, now)
+    window = timedelta(seconds=settings.rolling_window_s)
+    means = await loop.run_in_executor(None, rolling_judge_means, ctx.store, now, window)
     alerts = judge_drop_alerts(
         means,
         drop_delta=settings.drop_delta,
@@ -99,6 +100,7 @@ async def check_judge_drops(ctx: WorkerContext, sink: AlertSink, now: datetime) 
         min_samples=settings.drop_min_samples,
         baseline_means=settings.baseline_means,
         now=now,
+        window=window,
     )
     return await sink.emit(alerts)
 
