@@ -69,6 +69,29 @@ def _settings(
     )  # fmt: skip
 
 
+def consume_alerts(kafka: KafkaSettings, topic: str, timeout: float = 60.0) -> list[Alert]:
+    """Every alert on the topic, waiting until at least one arrived."""
+    consumer = Consumer(
+        {**kafka.client_config(), "group.id": f"r-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
+    )  # fmt: skip
+    consumer.subscribe([topic])
+    got: list[Alert] = []
+
+    def poll() -> bool:
+        for message in consumer.consume(10, 0.5):
+            value = message.value()
+            if not message.error() and value is not None:
+                got.append(decode_event(value, Alert))
+        return bool(got)
+
+    try:
+        wait_for(poll, timeout=timeout, what=f"an alert on {topic}")
+        poll()  # anything more would be a duplicate page
+    finally:
+        consumer.close()
+    return got
+
+
 def _runs(store) -> list[tuple]:
     return store.query(
         "SELECT trigger, adapter_version, total, passed, ts FROM golden_runs FINAL ORDER BY ts"
@@ -111,21 +134,7 @@ def test_deployment_event_triggers_a_run_and_pages(
     assert ctx.metrics.counters["sentryml_golden_pass_rate"] == 0.5
 
     # 50% < 90%: paged through the worker's alert sink, onto the real alerts topic.
-    consumer = Consumer(
-        {**kafka.client_config(), "group.id": f"r-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
-    )  # fmt: skip
-    consumer.subscribe([topics.alerts])
-    got: list[Alert] = []
-    try:
-        wait_for(
-            lambda: got.extend(
-                decode_event(m.value(), Alert) for m in consumer.consume(10, 0.5) if not m.error()
-            ) or got,
-            timeout=60,
-            what="the golden page on the alerts topic",
-        )  # fmt: skip
-    finally:
-        consumer.close()
+    got = consume_alerts(kafka, topics.alerts)
     assert [(a.kind, a.severity, a.adapter_version, a.value) for a in got] == [
         ("golden", "page", "v7", 0.5)
     ]

@@ -8,18 +8,15 @@ threshold, and the page on the real broker's alerts topic and in the alerts tabl
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 import typer
-from confluent_kafka import Consumer
 from typer.testing import CliRunner
 
-from schemas.events import Alert, decode_event
 from streams.commands import golden as golden_commands
 from streams.topics import Topics, create_topics
-from tests.conftest import wait_for
+from tests.test_golden_agent import consume_alerts
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -94,21 +91,7 @@ def test_golden_run_against_the_live_model(
     # Under threshold: one page, on the real alerts topic and in the alerts table.
     stored = store.query("SELECT alert_id, kind, severity, value, threshold FROM alerts").rows
     assert stored == [(f"golden-{runs[1][0]}", "golden", "page", 0.5, 0.75)]
-    consumer = Consumer(
-        {**kafka.client_config(), "group.id": f"r-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
-    )  # fmt: skip
-    consumer.subscribe([Topics(kafka.topic_prefix).alerts])
-    got: list[Alert] = []
-    try:
-        wait_for(
-            lambda: got.extend(
-                decode_event(m.value(), Alert) for m in consumer.consume(10, 0.5) if not m.error()
-            ) or got,
-            timeout=60,
-            what="the golden page on the alerts topic",
-        )  # fmt: skip
-    finally:
-        consumer.close()
+    got = consume_alerts(kafka, Topics(kafka.topic_prefix).alerts)
     assert [(a.alert_id, a.kind, a.base_model, a.adapter_version) for a in got] == [
         (f"golden-{runs[1][0]}", "golden", llm_server["model"], "v1")
     ]
