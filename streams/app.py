@@ -70,6 +70,14 @@ class WorkerContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def raw_topic(app: faust.App, name: str) -> faust.TopicT:
+    """A topic of raw bytes: agents validate with ``decode_event`` themselves, so a bad
+    message reaches our DLQ logic instead of failing inside Faust's deserializer."""
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
 def _faust_broker_options(settings: WorkerSettings) -> dict[str, Any]:
     kafka = settings.kafka
     options: dict[str, Any] = {"broker": f"kafka://{kafka.bootstrap.replace(',', ';kafka://')}"}

@@ -15,7 +15,7 @@ import faust
 from schemas.events import Feedback, decode_event
 from schemas.exceptions import InvalidEvent
 from streams.agents.ingest import deliver, dlq_headers, raw_record, retry_forever
-from streams.app import WorkerContext
+from streams.app import WorkerContext, raw_topic
 from workers.ingest import RawRecord, Rejected
 from workers.redact import Redactor
 
@@ -55,21 +55,15 @@ def split_feedback(
 
 def register(app: faust.App, ctx: WorkerContext) -> None:
     settings = ctx.settings
-    raw = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    source = app.topic(ctx.topics.feedback, **raw)
-    dlq = app.topic(ctx.topics.dlq, **raw)
+    source = raw_topic(app, ctx.topics.feedback)
+    dlq = raw_topic(app, ctx.topics.dlq)
     redactor = Redactor.from_settings(settings.redaction)
 
     def store_rows(rows: list[dict[str, Any]], token: str) -> None:
         ctx.store.insert("feedback", rows, dedup_token=token)
 
     @app.agent(source, name="feedback")
-    async def feedback(stream: faust.StreamT) -> None:
+    async def feedback(stream: Any) -> None:  # faust.StreamT lacks noack_take in its stubs
         async for events in stream.noack_take(settings.ingest.batch_max, within=1.0):
             records = [raw_record(e) for e in events]
             rows, rejected = split_feedback(records, redactor, settings.max_event_bytes)

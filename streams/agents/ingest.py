@@ -17,7 +17,8 @@ from typing import Any
 import faust
 from faust.exceptions import ProducerSendError
 
-from streams.app import WorkerContext
+from streams.app import WorkerContext, raw_topic
+from workers.embedding import load_embedder
 from workers.ingest import BatchResult, IngestProcessor, RawRecord, Rejected
 from workers.redact import Redactor
 from workers.store.exceptions import StoreError
@@ -38,6 +39,7 @@ def dlq_headers(rejected: Rejected) -> list[tuple[str, bytes]]:
         ("sentryml-source-topic", record.topic.encode()),
         ("sentryml-source-partition", str(record.partition).encode()),
         ("sentryml-source-offset", str(record.offset).encode()),
+        *rejected.notes,
     ]
 
 
@@ -49,16 +51,17 @@ def raw_record(event: Any) -> RawRecord:
     )
 
 
-async def retry_forever(fn: Any, *args: Any, what: str, max_backoff: float = 30.0) -> None:
-    """Call ``fn`` in a thread until it succeeds; store errors back off exponentially."""
+async def retry_forever(fn: Any, *args: Any, what: str, max_backoff: float = 30.0) -> Any:
+    """Call ``fn`` in a thread until it succeeds and return its result; store errors back
+    off exponentially (0.5 s doubling to ``max_backoff``, jittered), other errors raise."""
     delay = 0.5
     attempt = 0
     while True:
         try:
-            await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+            result = await asyncio.get_running_loop().run_in_executor(None, fn, *args)
             if attempt:
                 log.warning("%s succeeded after %d retries", what, attempt)
-            return
+            return result
         except StoreError as exc:
             attempt += 1
             log.error(
@@ -82,15 +85,9 @@ async def deliver(
 
 def register(app: faust.App, ctx: WorkerContext) -> None:
     settings = ctx.settings
-    raw = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    source = app.topic(ctx.topics.inference_logs, **raw)
-    dlq = app.topic(ctx.topics.dlq, **raw)
-    judge_requests = app.topic(ctx.topics.judge_requests, **raw)
+    source = raw_topic(app, ctx.topics.inference_logs)
+    dlq = raw_topic(app, ctx.topics.dlq)
+    judge_requests = raw_topic(app, ctx.topics.judge_requests)
     processor = IngestProcessor(
         ctx.store,
         consumer_group=settings.consumer_group,
@@ -99,6 +96,9 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         max_event_bytes=settings.max_event_bytes,
         embed_sample_rate=settings.ingest.embed_sample_rate,
         embed_batch_size=settings.ingest.embed_batch_size,
+        # Looked up when a baseline first needs its embedder, so a caller may put another
+        # factory (name -> Embedder) in ctx.extras["embedder_factory"] before the app starts.
+        embedder_factory=lambda name: ctx.extras.get("embedder_factory", load_embedder)(name),
     )
     ctx.extras["ingest_processor"] = processor
 
@@ -110,7 +110,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             rejected.error[:300],
         )
         headers = dlq_headers(rejected)
-        value = rejected.record.value
+        value = rejected.value  # PII masked, oversize cut (workers.ingest.redact_rejected)
         try:
             await deliver(dlq, rejected.record.key, value, headers)
         except ProducerSendError as exc:
@@ -131,19 +131,13 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         await retry_forever(processor.flush, result, what="flush to the store")
 
     @app.agent(source, name="ingest")
-    async def ingest(stream: faust.StreamT) -> None:
-        loop = asyncio.get_running_loop()
+    async def ingest(stream: Any) -> None:  # faust.StreamT lacks noack_take in its stubs
         async for events in stream.noack_take(
             settings.ingest.batch_max, within=settings.ingest.batch_seconds
         ):
             records = [raw_record(e) for e in events]
-            while True:
-                try:
-                    result = await loop.run_in_executor(None, processor.process, records)
-                    break
-                except StoreError as exc:  # reading flush_log needs the store too
-                    log.error("store unavailable while processing a batch, retrying: %s", exc)
-                    await asyncio.sleep(1.0)
+            # Processing reads flush_log and baselines: it waits for the store like a flush.
+            result = await retry_forever(processor.process, records, what="processing a batch")
             await handle(result)
             for event in events:
                 await stream.ack(event)
