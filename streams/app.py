@@ -34,6 +34,7 @@ AGENT_MODULES: tuple[str, ...] = (
     "streams.agents.feedback",
     "streams.agents.judge",
     "streams.agents.golden",
+    "streams.agents.retrain_gate",
 )
 
 

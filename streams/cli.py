@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "streams.commands.judge",
     "streams.commands.baseline",
     "streams.commands.golden",
+    "streams.commands.trainer",
 )
 
 

@@ -417,6 +417,11 @@ class TrainerSettings(_Settings):
         None, description="Training config YAML (fields of trainer.config.TrainConfig)"
     )
     poll_timeout_s: float = Field(1.0, gt=0, le=60, description="Consumer poll timeout")
+    instance_id: str | None = Field(
+        None,
+        description="Kafka static membership id (one per trainer host): a restarted trainer "
+        "takes its partitions back at once instead of after the session timeout",
+    )
 
 
 def redacted(settings: BaseModel) -> dict[str, Any]:
