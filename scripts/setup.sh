@@ -10,6 +10,12 @@ if ! need java || ! need mvn; then
   echo "setup: installing Java 17 and Maven from Debian's packages" >&2
   apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
 fi
+# Headless Chromium opens the HTML report in tests/test_report.py (Debian's `chromium`;
+# root or passwordless sudo only when it is missing).
+if ! need chromium; then
+  bash scripts/install_chromium.sh ||
+    echo "setup: Chromium not installed; the report's browser test will skip" >&2
+fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
