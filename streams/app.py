@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +39,20 @@ AGENT_MODULES: tuple[str, ...] = (
 )
 
 
+def prometheus_float(value: float) -> str:
+    """A sample value at full precision (``:g`` would print 1.79592e+09 for a timestamp).
+
+    >>> prometheus_float(1795920914.5278864), prometheus_float(3), prometheus_float(float("inf"))
+    ('1795920914.5278864', '3', '+Inf')
+    """
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
 @dataclass
 class WorkerMetrics:
     """Counters the worker exposes (log lines, and Prometheus text where enabled)."""
@@ -55,7 +70,7 @@ class WorkerMetrics:
         lines = []
         for name, value in sorted(self.counters.items()):
             kind = "counter" if name.endswith("_total") else "gauge"
-            lines += [f"# TYPE {name} {kind}", f"{name} {value:g}"]
+            lines += [f"# TYPE {name} {kind}", f"{name} {prometheus_float(value)}"]
         return "\n".join(lines) + "\n"
 
 
