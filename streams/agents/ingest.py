@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -51,9 +53,16 @@ def raw_record(event: Any) -> RawRecord:
     )
 
 
-async def retry_forever(fn: Any, *args: Any, what: str, max_backoff: float = 30.0) -> Any:
+async def retry_forever(
+    fn: Any,
+    *args: Any,
+    what: str,
+    max_backoff: float = 30.0,
+    on_error: Callable[[], None] | None = None,
+) -> Any:
     """Call ``fn`` in a thread until it succeeds and return its result; store errors back
-    off exponentially (0.5 s doubling to ``max_backoff``, jittered), other errors raise."""
+    off exponentially (0.5 s doubling to ``max_backoff``, jittered), other errors raise.
+    ``on_error`` is called (on the event loop) after each failed attempt, e.g. to count it."""
     delay = 0.5
     attempt = 0
     while True:
@@ -64,6 +73,8 @@ async def retry_forever(fn: Any, *args: Any, what: str, max_backoff: float = 30.
             return result
         except StoreError as exc:
             attempt += 1
+            if on_error is not None:
+                on_error()
             log.error(
                 "%s failed (attempt %d), not committing; retrying in %.1fs: %s",
                 what,
@@ -121,6 +132,11 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             await deliver(dlq, rejected.record.key, value[:DLQ_TRUNCATE_BYTES], headers)
         ctx.metrics.inc("sentryml_dlq_events_total")
 
+    ctx.metrics.inc("sentryml_store_errors_total", 0)  # exported (as 0) before any error
+
+    def store_error() -> None:
+        ctx.metrics.inc("sentryml_store_errors_total")
+
     async def handle(result: BatchResult) -> None:
         for rejected in result.rejected:
             await to_dlq(rejected)
@@ -128,7 +144,12 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         if sampler is not None:
             for event in sampler.select(result.accepted):
                 await deliver(judge_requests, event.request_id.encode(), event.to_bytes())
-        await retry_forever(processor.flush, result, what="flush to the store")
+        await retry_forever(
+            processor.flush, result, what="flush to the store", on_error=store_error
+        )
+        # Wall-clock seconds, for Prometheus' time(): alert when a worker with a backlog
+        # has not flushed for minutes (docs/operations.md, "Alerting on SentryML").
+        ctx.metrics.set("sentryml_last_flush_timestamp_seconds", time.time())
 
     @app.agent(source, name="ingest")
     async def ingest(stream: Any) -> None:  # faust.StreamT lacks noack_take in its stubs
@@ -137,7 +158,9 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         ):
             records = [raw_record(e) for e in events]
             # Processing reads flush_log and baselines: it waits for the store like a flush.
-            result = await retry_forever(processor.process, records, what="processing a batch")
+            result = await retry_forever(
+                processor.process, records, what="processing a batch", on_error=store_error
+            )
             await handle(result)
             for event in events:
                 await stream.ack(event)
