@@ -71,7 +71,10 @@ class _TimestampedEvent(Event):
     def _ts_is_sane(cls, value: datetime, info: ValidationInfo) -> datetime:
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        value = value.astimezone(UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError as exc:  # 0001-01-01T00:00+01:00 has no UTC datetime
+            raise ValueError(f"timestamp {value.isoformat()} is out of range in UTC") from exc
         ctx = info.context or {}
         now = ctx.get("now") or utcnow()
         skew = ctx.get("max_future_skew") or DEFAULT_MAX_FUTURE_SKEW
