@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	@touch $@
 
 demo: setup
-	@bash scripts/demo.sh
+	@bash scripts/demo.sh $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

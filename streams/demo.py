@@ -26,6 +26,7 @@ fine-tuned model's outputs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -73,6 +74,7 @@ class DemoConfig:
     live_requests: int = 6
     feedback_examples: int = 60
     train_steps: int = 30
+    train_batch_size: int = 4
     timeout_s: float = 900.0
     report: bool = True
 
@@ -151,7 +153,7 @@ def wait_until(what: str, condition: Callable[[], Any], timeout: float, every: f
             if value:
                 return value
             time.sleep(every)
-    raise DemoFailed(f"timed out after {timeout:.0f}s waiting for: {what} (logs in demo-out/)")
+    raise DemoFailed(f"timed out after {timeout:.0f}s waiting for: {what} (see the demo's logs)")
 
 
 def _stage(n: int, text: str) -> None:
@@ -179,6 +181,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     started = time.monotonic()
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    for noisy in ("httpx", "httpx2", "clickhouse_connect", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     run_tag = uuid.uuid4().hex[:6]
     summary: dict[str, Any] = {}
     with services(cfg.out_dir) as svc:
@@ -198,7 +202,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         )
         store_url = f"http://127.0.0.1:{store_port}"
         base_url = f"http://127.0.0.1:{llm_port}/v1"
-        store = wait_until("store endpoint", lambda: _try_open(open_store, store_url), 60)
+        store = wait_until(
+            "store endpoint",
+            lambda: _port_open(store_port) and _try_open(open_store, store_url),
+            120,
+            every=0.5,
+        )
         store.migrate()
         create_topics(kafka)
         topics = Topics(kafka.topic_prefix)
@@ -255,13 +264,24 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         )  # fmt: skip
         trainer_env = {
             **common_env,
-            "SENTRYML_TRAINER_CONSUMER_GROUP": f"demo-trainer-{run_tag}",
-            "SENTRYML_TRAIN_MAX_STEPS": str(cfg.train_steps),
-            "SENTRYML_TRAIN_GOLDEN_FILE": str(REPO / "workers" / "golden_sets" / "starter.yaml"),
+            "SENTRYML_CONSUMER_GROUP": f"demo-trainer-{run_tag}",
+            "SENTRYML_ADAPTERS_DIR": str(cfg.out_dir / "adapters"),
         }
+        minimum = cfg.feedback_examples // 2
         trainer = svc.process(
-            "trainer", [sys.executable, "-m", "streams.cli", "trainer"], trainer_env
-        )
+            "trainer",
+            [sys.executable, "-m", "streams.cli", "trainer",
+             "--set", f"max_steps={cfg.train_steps}",
+             "--set", f"batch_size={cfg.train_batch_size}",
+             "--set", "gradient_accumulation_steps=1",
+             "--set", "max_seq_length=192",
+             "--set", f"min_examples={{style: {minimum}, vocabulary: {minimum}, "
+                      f"task: {minimum}, instruction: {minimum}}}",
+             "--set", f"system_prompt={json.dumps(SYSTEM_PROMPT)}",
+             "--set", "max_new_tokens=64",
+             "--set", "max_eval_examples=20"],
+            trainer_env,
+        )  # fmt: skip
 
         alerts_seen: list[dict[str, Any]] = []
         alerts_consumer = Consumer(
@@ -269,6 +289,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
              "auto.offset.reset": "earliest"}
         )  # fmt: skip
         alerts_consumer.subscribe([topics.alerts, topics.adapter_events])
+        svc.stops.append(alerts_consumer.close)  # closed before the broker stops
         adapter_events: list[dict[str, Any]] = []
 
         def poll_alerts() -> None:
@@ -365,7 +386,6 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             cfg.timeout_s,
             every=2.0,
         )
-        alerts_consumer.close()
 
         _stage(5, "summary")
         summary.update(_summary(store))
@@ -373,11 +393,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         summary["adapter_events"] = [(e["adapter_version"], e["status"]) for e in adapter_events]
         summary["minutes"] = round((time.monotonic() - started) / 60, 1)
         if cfg.report:
-            from workers.report import build_report
+            from workers.report import ReportConfig, build_report
 
-            path = build_report(store, cfg.out_dir / "report")
-            console.print(f"report: {path}")
-            summary["report"] = str(path)
+            report = build_report(
+                store, cfg.out_dir / "report", ReportConfig(base_model=BASE_MODEL, hero_window="1h")
+            )
+            console.print(f"report: {report.index}")
+            summary["report"] = str(report.index)
+            summary["hero"] = str(report.hero) if report.hero else None
         store.close()
     return summary
 
@@ -386,6 +409,14 @@ def _run(coro: Any) -> Any:
     import asyncio
 
     return asyncio.run(coro)
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _try_open(open_store: Any, url: str) -> Any:

@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
         cfg = DemoConfig(out_dir=out.resolve())
         if quick:
             cfg.train_examples, cfg.phase1_events, cfg.phase2_events = 300, 200, 160
-            cfg.live_requests, cfg.feedback_examples, cfg.train_steps = 2, 40, 8
+            cfg.live_requests, cfg.feedback_examples, cfg.train_steps = 2, 40, 4
+            cfg.train_batch_size = 2
         if train_steps:
             cfg.train_steps = train_steps
         summary = run_demo(cfg)
