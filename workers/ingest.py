@@ -21,11 +21,13 @@ after :meth:`flush` returned.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +39,7 @@ from workers.baseline import Baseline, load_baseline
 from workers.embedding import Embedder, load_embedder, sample_for_embedding
 from workers.redact import Redactor
 from workers.store import Store
+from workers.store.exceptions import StoreError
 from workers.textstats import text_stats
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,12 @@ class RawRecord:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
+#: An event rejected for its size keeps only this much of its head in the DLQ: enough to
+#: identify the producer (type, ts, request_id and base_model serialize first). It could
+#: never be replayed anyway, and masking PII in megabytes would stall the partition.
+DLQ_OVERSIZE_KEEP_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True)
 class Rejected:
     """A record that goes to the DLQ, with the reason."""
@@ -69,6 +78,94 @@ class Rejected:
     record: RawRecord
     reason: str
     error: str
+    #: the DLQ copy of the payload where it differs from the original (PII masked, truncated)
+    dlq_value: bytes | None = None
+    #: DLQ headers saying how ``dlq_value`` differs (``sentryml-redacted``, ``-truncated-from``)
+    notes: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def value(self) -> bytes:
+        """What the DLQ record carries."""
+        return self.record.value if self.dlq_value is None else self.dlq_value
+
+
+def redact_payload(redactor: Redactor, raw: bytes) -> tuple[bytes, int]:
+    """``raw`` with PII masked, and the number of masks; unchanged bytes when there was none.
+
+    JSON that parses is redacted value by value (keys, strings, and numbers that read as
+    card or phone numbers), so PII written with JSON escapes (``jane\\u0040example.com``)
+    is found too; it is re-serialized only when something was masked. Anything else
+    (invalid UTF-8, broken or truncated JSON) is redacted as Latin-1 text, which maps each
+    byte to one character, so every byte outside a mask, invalid ones included, is kept.
+
+    >>> redact_payload(Redactor(), b'{"prompt": "mail jane\\u0040example.com"}')
+    (b'{"prompt":"mail [EMAIL]"}', 1)
+    >>> redact_payload(Redactor(), b"\\xff\\xfe call 415-555-0134")
+    (b'\\xff\\xfe call [PHONE]', 1)
+    """
+    before = sum(redactor.counts.values())
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return _mask_bytes(redactor, raw)
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, str):
+            return redactor.redact(node)
+        if isinstance(node, bool) or node is None:
+            return node
+        if isinstance(node, int | float):
+            text = str(node)
+            masked = redactor.redact(text)
+            return node if masked == text else masked
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return {clean(k): clean(v) for k, v in node.items()}
+
+    try:
+        cleaned = clean(data)
+    except RecursionError:  # nested almost as deep as json allows: mask it as text
+        return _mask_bytes(redactor, raw)
+    hits = _hits(redactor, before)
+    if not hits:
+        return raw, 0
+    return json.dumps(cleaned, ensure_ascii=False, separators=(",", ":")).encode(), hits
+
+
+def _hits(redactor: Redactor, before: int) -> int:
+    return sum(redactor.counts.values()) - before
+
+
+def _mask_bytes(redactor: Redactor, raw: bytes) -> tuple[bytes, int]:
+    before = sum(redactor.counts.values())
+    text = raw.decode("latin-1")
+    masked = redactor.redact(text)
+    return (raw, 0) if masked == text else (masked.encode("latin-1"), _hits(redactor, before))
+
+
+def redact_rejected(
+    rejected: Rejected, redactor: Redactor, *, oversize_keep_bytes: int = DLQ_OVERSIZE_KEEP_BYTES
+) -> Rejected:
+    """The DLQ form of a rejected record: PII masked in payload and error, oversize cut.
+
+    The DLQ is for operators, so it gets what the store would get: the same redaction
+    rules as accepted events. Headers say what was changed (``sentryml-redacted``: number
+    of masks; ``sentryml-truncated-from``: the original size).
+    """
+    raw = rejected.record.value
+    notes: list[tuple[str, bytes]] = []
+    if rejected.reason == "size" and len(raw) > oversize_keep_bytes:
+        notes.append(("sentryml-truncated-from", str(len(raw)).encode()))
+        raw = raw[:oversize_keep_bytes]
+    value, hits = redact_payload(redactor, raw)
+    if hits:
+        notes.append(("sentryml-redacted", str(hits).encode()))
+    return replace(
+        rejected,
+        error=redactor.redact(rejected.error),
+        dlq_value=value if notes else rejected.dlq_value,
+        notes=(*rejected.notes, *notes),
+    )
 
 
 @dataclass
@@ -185,7 +282,12 @@ class IngestProcessor:
         return {int(p): int(o) for p, o in result.rows}
 
     def process(self, records: Sequence[RawRecord]) -> BatchResult:
-        """Validate, featurize and count one batch (CPU work; run it off the event loop)."""
+        """Validate, featurize and count one batch (CPU work; run it off the event loop).
+
+        Bad input and bugs (an exception while handling one event) become DLQ entries with
+        PII masked; only :class:`~workers.store.exceptions.StoreError` propagates, so that
+        the caller retries the whole batch instead of sending good events to the DLQ.
+        """
         result = BatchResult()
         done: dict[tuple[str, int], int] = {}
         for topic in {r.topic for r in records}:
@@ -203,22 +305,56 @@ class IngestProcessor:
                 fresh.append((record, self.redactor.redact_event(event)))
             except InvalidEvent as exc:
                 result.rejected.append(Rejected(record, exc.reason, str(exc)))
+            except StoreError:
+                raise
             except Exception as exc:  # a bug must not lose the event: it goes to the DLQ
-                log.exception("processing failed at %s", record.coordinates)
-                result.rejected.append(Rejected(record, "processing_error", repr(exc)))
-        try:
-            bins = self._embedding_bins([e for _, e in fresh])
-        except Exception as exc:
-            log.exception("embedding failed for a batch of %d events", len(fresh))
-            result.rejected.extend(Rejected(r, "embedding_error", repr(exc)) for r, _ in fresh)
-            return result
+                result.rejected.append(self._failed(record, "processing_error", exc))
+        bins = self._embedding_bins_each(fresh, result)
         for (record, event), embed_bin in zip(fresh, bins, strict=True):
+            if embed_bin is None:
+                continue  # rejected by the embedder
             try:
                 self._count(result, record, event, embed_bin)
+            except StoreError:
+                raise
             except Exception as exc:
-                log.exception("feature extraction failed at %s", record.coordinates)
-                result.rejected.append(Rejected(record, "processing_error", repr(exc)))
+                result.rejected.append(self._failed(record, "processing_error", exc))
+        result.rejected = [redact_rejected(r, self.redactor) for r in result.rejected]
         return result
+
+    def _failed(self, record: RawRecord, reason: str, exc: Exception) -> Rejected:
+        # The traceback is what fixes the bug; it may quote the event, so mask it first.
+        log.error(
+            "%s at %s, event sent to the DLQ: %s",
+            reason,
+            record.coordinates,
+            self.redactor.redact(traceback.format_exc()),
+        )
+        return Rejected(record, reason, repr(exc))
+
+    def _embedding_bins_each(
+        self, fresh: Sequence[tuple[RawRecord, InferenceLog]], result: BatchResult
+    ) -> list[int | None]:
+        """Bins for the batch; when the batch fails, event by event (None: rejected).
+
+        One event the embedder cannot handle must not send its whole batch to the DLQ.
+        """
+        try:
+            return list(self._embedding_bins([e for _, e in fresh]))
+        except StoreError:
+            raise
+        except Exception:
+            log.warning("embedding a batch of %d events failed; retrying one by one", len(fresh))
+        bins: list[int | None] = []
+        for record, event in fresh:
+            try:
+                bins.append(self._embedding_bins([event])[0])
+            except StoreError:
+                raise
+            except Exception as exc:
+                result.rejected.append(self._failed(record, "embedding_error", exc))
+                bins.append(None)
+        return bins
 
     def _touch_partition(self, result: BatchResult, record: RawRecord) -> None:
         key = (record.topic, record.partition)

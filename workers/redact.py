@@ -174,7 +174,7 @@ class Redactor:
         return text
 
     def redact_event(self, event: InferenceLog) -> InferenceLog:
-        """A copy of ``event`` with prompt, messages and completion redacted."""
+        """A copy of ``event`` with prompt, messages, completion and metadata strings redacted."""
         update: dict[str, object] = {"completion": self.redact(event.completion)}
         if event.prompt is not None:
             update["prompt"] = self.redact(event.prompt)
@@ -182,6 +182,10 @@ class Redactor:
             update["messages"] = [
                 m.model_copy(update={"content": self.redact(m.content)}) for m in event.messages
             ]
+        if event.metadata:  # free-form strings from the app: as likely to hold PII as a prompt
+            update["metadata"] = {
+                k: self.redact(v) if isinstance(v, str) else v for k, v in event.metadata.items()
+            }
         return event.model_copy(update=update)
 
     def redact_many(self, texts: Sequence[str]) -> list[str]:
