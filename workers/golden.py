@@ -734,6 +734,43 @@ class AlertEmitter(Protocol):
     async def emit(self, alerts: Sequence[Alert]) -> list[Alert]: ...
 
 
+def record_golden_run(store: Store, run: GoldenRun, results: Sequence[CaseResult]) -> None:
+    """Store a run's case rows and its summary (one insert each, deduplicated by run id)."""
+    store.insert(
+        "golden_results", result_rows(run, results), dedup_token=f"golden-results-{run.run_id}"
+    )
+    store.insert("golden_runs", [run.to_row()], dedup_token=f"golden-run-{run.run_id}")
+
+
+def golden_run_of(
+    results: Sequence[CaseResult],
+    *,
+    run_id: str,
+    base_model: str,
+    adapter_version: str,
+    golden_set: str,
+    trigger: GoldenTrigger,
+    threshold: float,
+    ts: datetime,
+) -> GoldenRun:
+    """The summary event of a finished list of case results."""
+    passed, pass_rate, tag_rates, failed = summarize(results)
+    return GoldenRun(
+        ts=ts,
+        run_id=run_id,
+        base_model=base_model,
+        adapter_version=adapter_version,
+        golden_set=golden_set,
+        trigger=trigger,
+        total=len(results),
+        passed=passed,
+        pass_rate=pass_rate,
+        threshold=threshold,
+        tag_pass_rates=tag_rates,
+        failed_case_ids=failed,
+    )
+
+
 def summarize(results: Sequence[CaseResult]) -> tuple[int, float, dict[str, float], list[str]]:
     """``(passed, pass_rate, {tag: pass_rate}, failed case ids)`` of a list of results."""
     passed = sum(r.passed for r in results)
@@ -922,21 +959,17 @@ async def run_golden(
             f"{results[0].error}"
         )
 
-    passed, pass_rate, tag_rates, failed = summarize(results)
-    run = GoldenRun(
-        ts=started,
+    run = golden_run_of(
+        results,
         run_id=run_id,
         base_model=base_model,
         adapter_version=adapter_version,
         golden_set=golden_set or "golden",
         trigger=trigger,
-        total=len(results),
-        passed=passed,
-        pass_rate=pass_rate,
         threshold=threshold,
-        tag_pass_rates=tag_rates,
-        failed_case_ids=failed,
+        ts=started,
     )
+    passed, pass_rate, failed = run.passed, run.pass_rate, run.failed_case_ids
     previous_id: str | None = None
     newly_failing: list[str] = []
     if store is not None:
@@ -949,15 +982,7 @@ async def run_golden(
             before=started,
         )
         newly_failing = [cid for cid in failed if before.get(cid) is True]
-        await asyncio.to_thread(
-            store.insert,
-            "golden_results",
-            result_rows(run, results),
-            dedup_token=f"golden-results-{run_id}",
-        )
-        await asyncio.to_thread(
-            store.insert, "golden_runs", [run.to_row()], dedup_token=f"golden-run-{run_id}"
-        )
+        await asyncio.to_thread(record_golden_run, store, run, results)
     alert: Alert | None = None
     alert_error: str | None = None
     paged = False
