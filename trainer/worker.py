@@ -239,6 +239,7 @@ class JobRunner:
         )
         decision = comparison.decision
         metrics.update(comparison.metrics())
+        self._record_golden(request, set_name, version, comparison)
         details: dict[str, Any] = {
             "golden_set": set_name,
             "skipped_judge_cases": skipped,
@@ -262,6 +263,31 @@ class JobRunner:
         self._record(request, status, reason, version, **details)
         log.warning("job %s: %s", request.job_id, reason)
         return JobOutcome(request.job_id, status, reason, version, metrics)
+
+    def _record_golden(
+        self, request: RetrainRequest, set_name: str, version: str, comparison: Any
+    ) -> None:
+        """Both sides' golden results as runs (trigger ``trainer``), so pass rates per adapter
+        version are in ``golden_runs`` next to the live runs."""
+        from workers.golden import golden_run_of, record_golden_run
+
+        for side, adapter in (
+            (comparison.candidate, version),
+            (comparison.incumbent, request.adapter_version),
+        ):
+            if not side.golden:
+                continue
+            run = golden_run_of(
+                side.golden,
+                run_id=f"{request.job_id}-{side.label}",
+                base_model=request.base_model,
+                adapter_version=adapter,
+                golden_set=set_name,
+                trigger="trainer",
+                threshold=0.0,
+                ts=self.now(),
+            )
+            record_golden_run(self.store, run, side.golden)
 
     def _load_incumbent(self, model: Any, request: RetrainRequest) -> tuple[str | None, str]:
         """Load the incumbent adapter next to the candidate; ``None`` = base model alone."""
