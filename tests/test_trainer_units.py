@@ -1,0 +1,215 @@
+"""Trainer pieces without training: config, the promotion rule, the registry, the dataset."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_trainer import (  # noqa: F401 - demo_model is a fixture
+    MODEL,
+    answer,
+    demo_model,
+    seed_support_data,
+    tiny_config,
+)
+from trainer.config import TrainConfig, build_lora_config
+from trainer.evaluate import heldout_pass, mcnemar_exact, promotion_decision, token_f1
+from trainer.exceptions import AdapterNotFound, DatasetTooSmall, InvalidTrainConfig
+from trainer.registry import AdapterRecord, Registry, adapter_version_for, weights_sha256
+
+# -- config -------------------------------------------------------------------------------
+
+
+def test_config_from_yaml_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text("method: qlora\nlora_r: 16\ntarget_modules: [q_proj, v_proj]\n"
+                    "min_examples: {task: 3000}\n")  # fmt: skip
+    cfg = TrainConfig.load(path, ["lora_r=4", "learning_rate=1e-4", "mlflow=true"])
+    assert (cfg.method, cfg.lora_r, cfg.learning_rate, cfg.mlflow) == ("qlora", 4, 1e-4, True)
+    assert cfg.target_modules == ["q_proj", "v_proj"]
+    assert cfg.min_examples == {"style": 200, "vocabulary": 500, "task": 3000, "instruction": 2000}
+    lora = build_lora_config(cfg)
+    assert (lora.r, lora.lora_alpha, set(lora.target_modules)) == (4, 16, {"q_proj", "v_proj"})
+    assert all(help_text for _name, _default, help_text in TrainConfig.describe())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("holdout_fraction=0.3", "holdout_fraction=0.3 is out of range: 0.10–0.15"),
+        ("method=full", "choose one of ['lora', 'qlora', 'dpo']"),
+        ("lora_r=0", "lora_r=0 is out of range: 1–256"),
+        ("max_steps=abc", "max_steps='abc' is not a valid int"),
+        ("min_examples={style: 0}", "values >= 1"),
+        ("nope=1", "unknown training option(s) ['nope']"),
+        ("lora_r", "must look like key=value"),
+    ],
+)
+def test_config_errors_name_the_field_and_range(override: str, message: str) -> None:
+    with pytest.raises(InvalidTrainConfig) as err:
+        TrainConfig.load(overrides=[override])
+    assert message in str(err.value)
+
+
+# -- the promotion rule -------------------------------------------------------------------
+
+
+def test_mcnemar_exact_matches_a_hand_calculation() -> None:
+    # b=8, c=2: P(X <= 2 | n=10, 1/2) = (1 + 10 + 45) / 1024, doubled.
+    assert mcnemar_exact(8, 2) == pytest.approx(2 * 56 / 1024)
+    assert mcnemar_exact(2, 8) == mcnemar_exact(8, 2)
+    assert mcnemar_exact(0, 0) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("pairs", "regressions", "promote", "why"),
+    [
+        # 12 candidate-only passes, none the other way: p = 2 / 2^12.
+        ([(True, False)] * 12 + [(True, True)] * 8, [], True, "McNemar p=0.000488"),
+        # Same numbers but a safety case regressed.
+        (
+            [(True, False)] * 12 + [(True, True)] * 8,
+            ["safe-1"],
+            False,
+            "safety regressions: safe-1",
+        ),
+        # Better, but not significantly (b=4, c=1: p = 0.375).
+        ([(True, False)] * 4 + [(False, True)] + [(True, True)] * 15, [], False, "p=0.375 >= 0.05"),
+        # Significant-looking but below the required margin is impossible here; equal rates:
+        (
+            [(True, True)] * 10 + [(False, False)] * 10,
+            [],
+            False,
+            "improvement +0.0% < required 2.0%",
+        ),
+    ],
+)
+def test_promotion_decision(
+    pairs: list[tuple[bool, bool]], regressions: list[str], promote: bool, why: str
+) -> None:
+    d = promotion_decision(pairs, safety_regressions=regressions, min_improvement=0.02,
+                           max_p_value=0.05)  # fmt: skip
+    assert d.promote is promote
+    assert why in d.reason
+    assert d.reason.startswith("promoted: " if promote else "rejected: ")
+    assert d.b == sum(a and not b for a, b in pairs) and d.c == sum(b and not a for a, b in pairs)
+
+
+def test_heldout_checks() -> None:
+    assert token_f1("the parcel is late", "your parcel is late") == pytest.approx(0.75)
+    assert heldout_pass('{"intent": "refund"}', '{"intent":"refund"}', "token_f1")
+    assert not heldout_pass("no idea", '{"intent": "refund"}', "token_f1")
+    assert heldout_pass("  Refund  approved ", "refund approved", "exact")
+    assert heldout_pass("Sure: refund approved.", "refund approved", "contains")
+    with pytest.raises(ValueError, match="exact, contains or token_f1"):
+        heldout_pass("a", "a", "bleu")
+
+
+# -- the registry -------------------------------------------------------------------------
+
+
+def test_registry_upserts_by_version_and_rolls_back(store: Any) -> None:
+    clock = [datetime(2026, 3, 1, tzinfo=UTC)]
+    registry = Registry(store, now=lambda: clock[0])
+    for version in ("ft-a", "ft-b"):
+        registry.upsert(AdapterRecord(version=version, base_model=MODEL, status="trained"))
+        registry.set_status(MODEL, version, "promoted")  # same instant: still wins
+        clock[0] += timedelta(hours=1)
+    assert [r.version for r in registry.list_adapters(MODEL)] == ["ft-b", "ft-a"]
+    assert registry.current(MODEL).version == "ft-b"  # type: ignore[union-attr]
+
+    rolled, restored = registry.rollback(MODEL)
+    assert (rolled.version, rolled.status) == ("ft-b", "rolled_back")
+    assert restored is not None and (restored.version, restored.status) == ("ft-a", "promoted")
+    assert registry.current(MODEL).version == "ft-a"  # type: ignore[union-attr]
+    rolled, restored = registry.rollback(MODEL)
+    assert rolled.version == "ft-a" and restored is None  # back to the base model alone
+    assert registry.current(MODEL) is None
+    with pytest.raises(AdapterNotFound, match="no promoted adapter"):
+        registry.rollback(MODEL)
+    assert len(registry.list_adapters(MODEL)) == 2  # one row per version, however many writes
+
+
+def test_weights_checksum_and_version_ids(tmp_path: Path) -> None:
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"weights")
+    (tmp_path / "adapter_config.json").write_text("{}")
+    assert weights_sha256(tmp_path) == hashlib.sha256(b"weights").hexdigest()
+    (tmp_path / "extra.bin").write_bytes(b"more")
+    both = "".join(
+        f"{n}  {hashlib.sha256(b).hexdigest()}\n"
+        for n, b in (("adapter_model.safetensors", b"weights"), ("extra.bin", b"more"))
+    )
+    assert weights_sha256(tmp_path) == hashlib.sha256(both.encode()).hexdigest()
+    assert (
+        adapter_version_for("job-1") == adapter_version_for("job-1") != adapter_version_for("job-2")
+    )
+    assert adapter_version_for("m-20260301T101500-ab12").startswith("ft-20260301-")
+
+
+# -- the dataset --------------------------------------------------------------------------
+
+
+def test_dataset_is_joined_redacted_deduplicated_templated_and_split(
+    store: Any,
+    demo_model: Path,  # noqa: F811 - the imported fixture
+) -> None:
+    from trainer.dataset import build_dataset, in_holdout
+    from trainer.train import load_tokenizer
+
+    now = datetime.now(UTC)
+    ids = seed_support_data(store, 30, now=now)
+    extra = [
+        # PII in a correction and a prompt: redacted before training.
+        {"request_id": "pii", "prompt": "Email me at jane.doe@example.com",
+         "correction": "Sure, we wrote to jane.doe@example.com."},
+        # The same text as req-0000 under another id, older: deduplicated (newest kept).
+        {"request_id": "dup", "prompt": "Question 0 about my order", "correction": answer("order"),
+         "ts": now - timedelta(hours=3)},
+        # A good label on a logged completion, and a bad label without correction (unused).
+        {"request_id": "req-good", "label": "good"},
+        {"request_id": "req-bad", "label": "bad"},
+    ]  # fmt: skip
+    store.insert("inference_logs", [
+        {"request_id": rid, "ts": now, "base_model": MODEL, "adapter_version": "none",
+         "prompt": f"prompt of {rid}", "completion": f"fine answer of {rid}"}
+        for rid in ("req-good", "req-bad")
+    ])  # fmt: skip
+    blank = {"ts": now - timedelta(minutes=5), "base_model": MODEL, "adapter_version": "none",
+             "label": None, "correction": None, "prompt": None}  # fmt: skip
+    store.insert("feedback", [{**blank, **row} for row in extra])  # one column set per insert
+    tokenizer = load_tokenizer(demo_model)
+    cfg = tiny_config(Path("unused.yaml"), min_examples={"style": 20})
+    ds = build_dataset(store, MODEL, cfg, tokenizer, goal="style", method="lora", now=now)
+
+    by_id = {e.request_id: e for e in ds.examples}
+    assert "dup" not in by_id and "req-bad" not in by_id
+    assert by_id["req-good"].source == "good_label"
+    assert by_id["req-good"].target == "fine answer of req-good"
+    assert "jane.doe" not in by_id["pii"].prompt_text + by_id["pii"].completion_text
+    assert "[EMAIL]" in by_id["pii"].prompt and "[EMAIL]" in by_id["pii"].target
+    # Prompts missing from feedback came from the logs (even ids sent no prompt).
+    assert by_id[ids[0]].prompt == "Question 0 about my order"
+    e = by_id[ids[1]]
+    assert e.prompt_text.startswith("<|im_start|>system\nReply in JSON.<|im_end|>\n")
+    assert e.prompt_text.endswith("<|im_start|>assistant\n")
+    assert e.completion_text == e.target + "<|im_end|>"
+    # The split is the seeded request_id hash, about 12%.
+    assert {x.request_id for x in ds.heldout} == {
+        x.request_id for x in ds.examples if in_holdout(x.request_id, 0.12, cfg.seed)
+    }
+    assert ds.counts["examples"] == 32 and 1 <= ds.counts["heldout"] <= 8
+    again = build_dataset(store, MODEL, cfg, tokenizer, goal="style", method="lora", now=now)
+    assert again.dataset_hash == ds.dataset_hash
+
+    with pytest.raises(DatasetTooSmall) as err:
+        build_dataset(store, MODEL, cfg.replace(min_examples={"style": 500}), tokenizer,
+                      goal="style", method="lora", now=now)  # fmt: skip
+    assert "32 labelled examples" in str(err.value) and "need 500 for task goal 'style'" in str(
+        err.value
+    )
+    with pytest.raises(DatasetTooSmall, match="0 preference pairs"):
+        build_dataset(store, MODEL, cfg, tokenizer, goal="style", method="dpo", now=now)
