@@ -213,3 +213,58 @@ def test_dataset_is_joined_redacted_deduplicated_templated_and_split(
     )
     with pytest.raises(DatasetTooSmall, match="0 preference pairs"):
         build_dataset(store, MODEL, cfg, tokenizer, goal="style", method="dpo", now=now)
+
+
+def test_promotion_refits_the_drift_baseline_from_the_training_data(
+    store: Any,
+    tmp_path: Path,
+    demo_model: Path,  # noqa: F811 - the imported fixture
+) -> None:
+    from schemas.events import RetrainRequest
+    from trainer.dataset import build_dataset
+    from trainer.train import load_tokenizer
+    from trainer.worker import JobRunner
+    from workers.baseline import load_baseline
+    from workers.embedding import MINILM
+
+    now = datetime.now(UTC)
+    seed_support_data(store, 40, now=now)
+    cfg = tiny_config(tmp_path / "unused.yaml")
+    ds = build_dataset(store, MODEL, cfg, load_tokenizer(demo_model), goal="style",
+                       method="lora", now=now)  # fmt: skip
+    runner = JobRunner(store, cfg, adapters_dir=tmp_path, now=lambda: now)
+    request = RetrainRequest(job_id="j-20260301T000000-aa", base_model=MODEL)
+    baseline_id = runner._refit_baseline(request, "ft-new", ds)
+    baseline = load_baseline(store, MODEL, "ft-new")
+    assert baseline is not None and baseline.baseline_id == baseline_id
+    assert baseline.adapter_version == "ft-new" and baseline.embedder == MINILM
+    # k shrinks to what the training split supports (both baseline splits need k examples).
+    assert baseline.k == int(len(ds.train) * 0.3)
+    assert baseline.source == "trainer job j-20260301T000000-aa"
+
+
+@pytest.mark.kafka
+def test_an_invalid_request_is_logged_committed_and_skipped(
+    store: Any, store_settings: Any, kafka: Any, tmp_path: Path
+) -> None:
+    import uuid
+
+    from confluent_kafka import Producer
+
+    from streams.config import TrainerSettings
+    from streams.topics import Topics, create_topics
+    from tests.test_trainer import committed_offset
+    from trainer.worker import JobRunner, TrainerWorker
+
+    create_topics(kafka, partitions=1)
+    topic = Topics(kafka.topic_prefix).retrain_requests
+    producer = Producer(kafka.client_config())
+    producer.produce(topic, key=MODEL, value=b'{"job_id": "x"}')
+    assert producer.flush(30) == 0
+    settings = TrainerSettings(kafka=kafka, store=store_settings, adapters_dir=tmp_path,
+                               consumer_group=f"g-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    runner = JobRunner(store, tiny_config(tmp_path / "unused.yaml"), adapters_dir=tmp_path)
+    (outcome,) = TrainerWorker(settings, runner).run(max_jobs=1)
+    assert outcome.decision == "invalid" and "base_model: Field required" in outcome.reason
+    assert committed_offset(kafka, settings.consumer_group, topic) == 1
+    assert store.query("SELECT count() FROM retrain_jobs").scalar() == 0
