@@ -16,7 +16,7 @@ from schemas.events import Feedback, decode_event
 from schemas.exceptions import InvalidEvent
 from streams.agents.ingest import deliver, dlq_headers, raw_record, retry_forever
 from streams.app import WorkerContext, raw_topic
-from workers.ingest import RawRecord, Rejected
+from workers.ingest import RawRecord, Rejected, redact_rejected
 from workers.redact import Redactor
 
 
@@ -49,7 +49,8 @@ def split_feedback(
             event = decode_event(record.value, Feedback, max_bytes=max_bytes)
             rows.append(feedback_row(event, redactor))
         except InvalidEvent as exc:
-            rejected.append(Rejected(record, exc.reason, str(exc)))
+            # The DLQ gets the same redaction as the table (workers.ingest.redact_rejected).
+            rejected.append(redact_rejected(Rejected(record, exc.reason, str(exc)), redactor))
     return rows, rejected
 
 
@@ -68,7 +69,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             records = [raw_record(e) for e in events]
             rows, rejected = split_feedback(records, redactor, settings.max_event_bytes)
             for item in rejected:
-                await deliver(dlq, item.record.key, item.record.value, dlq_headers(item))
+                await deliver(dlq, item.record.key, item.value, dlq_headers(item))
                 ctx.metrics.inc("sentryml_dlq_events_total")
             if rows:
                 span = ",".join(f"{r.partition}:{r.offset}" for r in records)
