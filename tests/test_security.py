@@ -1,0 +1,366 @@
+"""Security: PII never leaves the worker, Kafka needs credentials (which are never logged),
+the judge is not steered by the completions it grades, and an unsafe adapter is not promoted.
+
+Everything runs on real parts: the local Kafka broker (a SASL one of the test's own for
+auth), chDB, ``sentryml worker`` / ``sentryml config show`` as subprocesses, the llama.cpp
+judge server, and the trainer on the SmolLM2-135M demo model (CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from schemas.events import ChatMessage, Feedback, InferenceLog
+from streams.app import create_app
+from streams.config import (
+    IngestSettings,
+    JudgeSettings,
+    ProducerSettings,
+    TrainerSettings,
+    WorkerSettings,
+)
+from streams.producer import InferenceLogger
+from streams.topics import Topics, create_topics
+from tests.conftest import REPO, wait_for
+from tests.faults import (
+    WorkerProcess,
+    caught_up,
+    consume_all,
+    flushed_events,
+    free_port,
+    make_events,
+    produce,
+)
+from tests.harness import running
+from workers.sampling import JudgeSampler
+
+MODEL = "support-bot-base"
+
+# -- PII canaries ---------------------------------------------------------------------------
+#: Each value is unique to this file, so finding it anywhere means it leaked.
+CANARIES = {
+    "email": "canary.jane.doe@example.com",
+    "phone": "+1 (415) 555-0134",
+    "card": "4111 1111 1111 1111",
+    "openai_key": "sk-proj-CanaryKey0123456789abcdef",
+    "aws_key": "AKIAIOSFODNN7CANARY1",
+}
+#: What a leak looks like after formatting: the digits of the card and phone without spaces.
+LEAK_MARKERS = [
+    *CANARIES.values(),
+    "canary.jane.doe",
+    "4111111111111111",
+    "555-0134",
+    "CanaryKey0123456789",
+    "IOSFODNN7CANARY1",
+]
+
+
+def _leaks(blob: str | bytes) -> list[str]:
+    text = blob.decode("latin-1") if isinstance(blob, bytes) else blob
+    return [m for m in LEAK_MARKERS if m in text]
+
+
+def _pii_events(now: datetime) -> list[InferenceLog]:
+    c = CANARIES
+    return [
+        InferenceLog(
+            request_id=f"pii-{i}",
+            ts=now,
+            base_model=MODEL,
+            adapter_version="v1",
+            prompt=prompt,
+            completion=completion,
+            metadata={"contact": c["email"], "n": i},
+        )
+        for i, (prompt, completion) in enumerate(
+            [
+                (f"My email is {c['email']}, where is my order?", "It ships tomorrow."),
+                (f"Call me on {c['phone']} about the refund", f"We will call {c['phone']}."),
+                (f"Charge card {c['card']} again please", "Done, charged the card on file."),
+                (f"Use my key {c['openai_key']} for the API", "Never share keys."),
+                (f"aws id {c['aws_key']} broke", f"Rotate {c['aws_key']} now."),
+            ]
+        )
+    ] + [
+        InferenceLog(
+            request_id="pii-chat",
+            ts=now,
+            base_model=MODEL,
+            messages=[
+                ChatMessage(role="system", content="You are a support bot."),
+                ChatMessage(role="user", content=f"reach me at {c['email']} or {c['phone']}"),
+            ],
+            completion=f"Noted {c['email']}.",
+        )
+    ]
+
+
+def _pii_rejects(valid: dict, now: datetime) -> dict[str, bytes]:
+    """Events that fail validation but carry PII: the DLQ must not carry it on."""
+    c = CANARIES
+    escaped_email = c["email"].replace("@", "\\u0040")  # PII hidden behind a JSON escape
+    return {
+        "timestamp": json.dumps(
+            {**valid, "ts": (now + timedelta(days=2)).isoformat(), "prompt": c["email"]}
+        ).encode(),
+        "schema": json.dumps({**valid, "base_model": 7, "completion": c["card"]}).encode(),
+        "escaped": json.dumps({**valid, "latency_ms": -1})
+        .replace('"prompt": "', f'"prompt": "{escaped_email} ')
+        .encode(),
+        "json": f'{{"prompt": "key {c["openai_key"]} and {c["phone"]}", '.encode(),
+        "encoding": b"\xff\xfe " + f"{c['aws_key']} {c['email']}".encode(),
+    }
+
+
+def test_pii_canaries_reach_no_table_no_dlq_no_judge_request_no_training_set_no_log(
+    kafka, store, store_settings, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    create_topics(kafka)
+    topics = Topics(kafka.topic_prefix)
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    good = _pii_events(now)
+    valid = json.loads(make_events(1, tag="v", ts=now)[0].to_bytes())
+    rejects = _pii_rejects(valid, now)
+    assert all(_leaks(v) for v in rejects.values())  # each reject really carries PII
+    produce(
+        kafka,
+        topics.inference_logs,
+        [(e.request_id.encode(), e.to_bytes()) for e in good]
+        + [(f"bad-{k}".encode(), v) for k, v in rejects.items()],
+    )
+    # Enough distinct reviewed requests for a training set with both splits.
+    feedback = [
+        Feedback(
+            request_id=f"fb-{i}",
+            base_model=MODEL,
+            label="bad",
+            correction=f"Reply {i} to {CANARIES['email']}; never charge {CANARIES['card']}.",
+            prompt=f"Question {i}: my email is {CANARIES['email']}, key {CANARIES['openai_key']}",
+        )
+        for i in range(30)
+    ]
+    bad_feedback = json.dumps(
+        {"request_id": "fb-bad", "base_model": MODEL, "prompt": CANARIES["email"]}
+    )
+    produce(
+        kafka,
+        topics.feedback,
+        [(f.request_id.encode(), f.to_bytes()) for f in feedback]
+        + [(b"fb-bad", bad_feedback.encode())],
+    )
+    settings = WorkerSettings(
+        kafka=kafka,
+        store=store_settings,
+        consumer_group=f"g-{uuid.uuid4().hex[:8]}",
+        ingest=IngestSettings(batch_max=100, batch_seconds=0.5),
+        judge=JudgeSettings(enabled=False),
+    )
+    app, ctx = create_app(
+        settings, store=store, agent_modules=("streams.agents.ingest", "streams.agents.feedback")
+    )
+    # Judge every accepted event, so the judge-requests topic sees all of them.
+    ctx.extras["judge_sampler"] = JudgeSampler(
+        JudgeSettings(sample_rate=1.0, allow_rate_override=True, daily_token_budget=None),
+        store=store,
+    )
+    with running(app):
+        wait_for(
+            lambda: (
+                caught_up(kafka, settings.consumer_group, topics.inference_logs)
+                and caught_up(kafka, settings.consumer_group, topics.feedback)
+            ),
+            timeout=120,
+            what="inference logs and feedback committed",
+        )
+    dlq = consume_all(kafka, topics.dlq, len(rejects) + 1)
+    judge_requests = consume_all(kafka, topics.judge_requests, len(good))
+
+    assert len(dlq) == len(rejects) + 1 and len(judge_requests) == len(good)
+    assert flushed_events(store) == len(good)
+    # 1. the tables (every column of every row)
+    for table in ("inference_logs", "feedback"):
+        rows = store.query(f"SELECT * FROM {table}").rows
+        assert rows, table
+        assert _leaks(repr(rows)) == [], table
+    # 2. the DLQ: payloads and headers (the error text may quote the input)
+    for msg in dlq:
+        headers = dict(msg.headers())
+        assert _leaks(msg.value()) == [], (msg.key(), msg.value()[:300])
+        assert _leaks(b"".join(headers.values())) == [], headers
+        if msg.key() != b"bad-json" and msg.key() != b"bad-encoding":
+            json.loads(msg.value())  # redacted JSON is still JSON (replayable)
+    masked = {m.key(): int(dict(m.headers()).get("sentryml-redacted", b"0")) for m in dlq}
+    assert all(masked[f"bad-{k}".encode()] >= 1 for k in rejects), masked
+    # 3. the judge requests
+    for msg in judge_requests:
+        assert _leaks(msg.value()) == [], msg.value()[:300]
+    # 4. the worker's own logs
+    assert _leaks("\n".join(r.getMessage() for r in caplog.records)) == []
+    # 5. a training set built from all of it (the trainer redacts again; nothing to find)
+    from trainer.config import TrainConfig
+    from trainer.dataset import build_dataset
+    from trainer.demo_model import ensure_demo_model
+    from trainer.train import load_tokenizer
+
+    cfg = TrainConfig.from_dict({"min_examples": {"style": 1}, "holdout_fraction": 0.1})
+    dataset = build_dataset(
+        store, MODEL, cfg, load_tokenizer(ensure_demo_model()), goal="style", method="lora",
+        now=datetime.now(UTC),
+    )  # fmt: skip
+    texts = [t for e in dataset.examples for t in (e.prompt_text, e.completion_text)]
+    assert texts and _leaks("\n".join(texts)) == []
+
+
+# -- authentication ------------------------------------------------------------------------
+SASL_USER = "sentryml"
+
+
+@pytest.fixture
+def sasl_broker(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A broker of this test's own with only a SASL/PLAIN listener: (bootstrap, password)."""
+    password = f"pw-{uuid.uuid4().hex}"  # unique: finding it in any output means it leaked
+    data, port = tmp_path / "kafka-sasl", free_port()
+    script = str(REPO / "scripts" / "kafka_local.py")
+    env = {k: v for k, v in os.environ.items() if k != "SENTRYML_KAFKA_BOOTSTRAP"}
+    env["SENTRYML_KAFKA_LOCAL_SASL_USERS"] = (
+        f"admin:admin-{uuid.uuid4().hex},{SASL_USER}:{password}"
+    )
+    subprocess.run(
+        [sys.executable, script, "start", "--sasl", "--port", str(port), "--dir", str(data)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    try:
+        yield f"127.0.0.1:{port}", password
+    finally:
+        subprocess.run([sys.executable, script, "stop", "--dir", str(data)], capture_output=True)
+
+
+def _refused(conf: dict) -> str:
+    """The errors a client with ``conf`` gets from the SASL broker ('' if it got in)."""
+    errors: list[str] = []
+    admin = AdminClient(
+        {
+            **conf,
+            "socket.timeout.ms": 5000,
+            "error_cb": lambda err: errors.append(err.str()),
+            "logger": logging.getLogger("test.refused-client"),  # not on stderr
+        }
+    )
+    try:
+        admin.list_topics(timeout=8)
+    except KafkaException as exc:
+        errors.append(str(exc.args[0]))
+        admin.poll(1.0)  # serves error_cb: the reason behind the transport failure
+    return "; ".join(errors)
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+def test_sasl_broker_sdk_worker_and_trainer_authenticate_from_config_and_never_log_it(
+    sasl_broker, store, store_settings, clickhouse_http_url, tmp_path, monkeypatch, caplog, capfd
+) -> None:
+    bootstrap, password = sasl_broker
+    caplog.set_level(logging.DEBUG)
+    prefix = f"sasl{uuid.uuid4().hex[:6]}."
+    env = {
+        "SENTRYML_KAFKA_BOOTSTRAP": bootstrap,
+        "SENTRYML_KAFKA_TOPIC_PREFIX": prefix,
+        "SENTRYML_KAFKA_PARTITIONS": "2",
+        "SENTRYML_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "SENTRYML_KAFKA_SASL_MECHANISM": "PLAIN",
+        "SENTRYML_KAFKA_SASL_USERNAME": SASL_USER,
+        "SENTRYML_KAFKA_SASL_PASSWORD": password,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    kafka = ProducerSettings().kafka  # from the environment, as every deployable reads it
+    assert kafka.sasl_password is not None and password not in repr(kafka)
+
+    # Nobody gets in without the right credentials.
+    anonymous = _refused({"bootstrap.servers": bootstrap})
+    wrong = _refused({**kafka.client_config(), "sasl.password": "guess"})
+    assert anonymous and wrong, (anonymous, wrong)
+    assert "uthentication" in wrong, wrong
+    assert _refused(kafka.client_config()) == ""
+
+    create_topics(kafka)
+    topics = Topics(prefix)
+    # The SDK, configured from the environment.
+    events = make_events(40, tag="sasl")
+    with InferenceLogger(ProducerSettings(), strict=True) as sdk:
+        for event in events:
+            assert sdk.log(event)
+    assert (sdk.stats.delivered, sdk.stats.failed) == (len(events), 0)
+
+    # The worker, a subprocess configured from the same environment.
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    worker = WorkerProcess(
+        {
+            **env,
+            "SENTRYML_STORE_URL": clickhouse_http_url,
+            "SENTRYML_STORE_DATABASE": store_settings.database,
+            "SENTRYML_CONSUMER_GROUP": group,
+            "SENTRYML_JUDGE_ENABLED": "false",
+            "SENTRYML_RETRAIN_ENABLED": "false",
+            "SENTRYML_INGEST_BATCH_SECONDS": "0.5",
+        },
+        tmp_path / "worker.log",
+    ).start()
+    try:
+        wait_for(lambda: caught_up(kafka, group, topics.inference_logs), timeout=180, what="worker")
+    finally:
+        exit_code = worker.stop()
+    assert exit_code == 0
+    assert flushed_events(store) == len(events)
+    assert password not in worker.log_text()
+
+    # The trainer's consumer: a retrain request it consumes, handles (too little data:
+    # refused) and commits, all over SASL.
+    from schemas.events import RetrainRequest
+    from trainer.config import TrainConfig
+    from trainer.worker import JobRunner, TrainerWorker
+
+    request = RetrainRequest(job_id=f"sasl-{uuid.uuid4().hex[:6]}", base_model=MODEL)
+    produce(kafka, topics.retrain_requests, [(MODEL.encode(), request.to_bytes())])
+    trainer = TrainerSettings(
+        store=store_settings, consumer_group=f"t-{uuid.uuid4().hex[:6]}", adapters_dir=tmp_path
+    )
+    assert trainer.kafka.security_protocol == "SASL_PLAINTEXT"
+    runner = JobRunner(store, TrainConfig(), adapters_dir=tmp_path, refit_baseline=False)
+    (outcome,) = TrainerWorker(trainer, runner).run(max_jobs=1)
+    assert outcome.decision == "refused", outcome
+    assert caught_up(trainer.kafka, trainer.consumer_group, topics.retrain_requests)
+
+    # `sentryml config show` masks the secret; no log line or output carries it.
+    shown = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "config", "show"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    config = json.loads(shown.stdout)
+    for section in ("producer", "worker", "trainer"):
+        assert config[section]["kafka"]["sasl_password"] == "**********"
+        assert config[section]["kafka"]["sasl_username"] == SASL_USER
+    assert password not in shown.stdout + shown.stderr
+    captured = capfd.readouterr()
+    assert password not in captured.out + captured.err
+    assert password not in "\n".join(r.getMessage() for r in caplog.records)
