@@ -214,6 +214,7 @@ def train_adapter(
 
     if method not in ("lora", "qlora", "dpo"):
         raise ValueError(f"method must be lora, qlora or dpo, got {method!r}")
+    _quiet_progress_bars()
     device = resolve_device(cfg)
     path = base_model_path(cfg)
     tokenizer = load_tokenizer(path)
@@ -310,6 +311,15 @@ def train_adapter(
         model=peft_model,
         tokenizer=tokenizer,
     )
+
+
+def _quiet_progress_bars() -> None:
+    """The job logs its own progress; per-map and per-load bars only clutter worker logs."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
 
 
 def _ensure(folder: Path) -> Path:
