@@ -75,6 +75,8 @@ class DemoConfig:
     feedback_examples: int = 60
     train_steps: int = 30
     train_batch_size: int = 4
+    eval_examples: int = 20
+    max_new_tokens: int = 64
     timeout_s: float = 900.0
     report: bool = True
 
@@ -278,8 +280,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
              "--set", f"min_examples={{style: {minimum}, vocabulary: {minimum}, "
                       f"task: {minimum}, instruction: {minimum}}}",
              "--set", f"system_prompt={json.dumps(SYSTEM_PROMPT)}",
-             "--set", "max_new_tokens=64",
-             "--set", "max_eval_examples=20"],
+             "--set", f"max_new_tokens={cfg.max_new_tokens}",
+             "--set", f"max_eval_examples={cfg.eval_examples}"],
             trainer_env,
         )  # fmt: skip
 

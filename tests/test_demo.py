@@ -21,6 +21,8 @@ def test_demo_story_runs_end_to_end(tmp_path: Path) -> None:
         feedback_examples=40,
         train_steps=2,
         train_batch_size=2,
+        eval_examples=4,
+        max_new_tokens=40,
         timeout_s=1200,
     )
     summary = run_demo(cfg)
