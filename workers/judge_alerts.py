@@ -29,6 +29,8 @@ from workers.store import Store
 
 WINDOW = timedelta(days=7)
 
+# Completions flagged as addressing the judge are left out of the means: a judge they
+# fooled must not lift the trend and hide a real drop (they stay queryable by the flag).
 ROLLING_SQL = """
 SELECT base_model, adapter_version, dimension,
        avgIf(score, ts >= {split:DateTime64(3, 'UTC')}) AS current_mean,
@@ -36,7 +38,7 @@ SELECT base_model, adapter_version, dimension,
        avgIf(score, ts < {split:DateTime64(3, 'UTC')}) AS previous_mean,
        countIf(ts < {split:DateTime64(3, 'UTC')}) AS previous_n
 FROM judge_scores FINAL
-WHERE ok = 1 AND score IS NOT NULL
+WHERE ok = 1 AND score IS NOT NULL AND injection_flag = 0
   AND ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')}
 GROUP BY base_model, adapter_version, dimension
 ORDER BY base_model, adapter_version, dimension
