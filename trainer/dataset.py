@@ -6,7 +6,8 @@ Sources, per request (the newest feedback of a request wins, field by field):
 - ``preference`` — a chosen/rejected pair: a DPO pair, and (chosen) an SFT example,
 - ``good_label`` — feedback ``label = 'good'``: the logged completion as an SFT example,
 - ``judge_good`` — completions the LLM judge scored at least ``judge_good_min_score`` on
-  format and factual consistency without a refusal, and that no reviewer marked bad.
+  format and factual consistency without a refusal, that no reviewer marked bad, and that
+  were not flagged as addressing the judge (a fooled judge must not pick training data).
 
 Prompts come from the feedback when the app sent one, else from ``inference_logs``
 (joined on request_id). Everything is PII-redacted again with
@@ -65,6 +66,7 @@ GROUP BY request_id
 HAVING countIf(dimension IN ('format', 'factual')) > 0
    AND countIf(dimension IN ('format', 'factual') AND score < {min_score:UInt8}) = 0
    AND countIf(dimension = 'refusal' AND score = 1) = 0
+   AND countIf(injection_flag = 1) = 0
 """
 
 _LOGS_SQL = """
