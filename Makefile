@@ -35,7 +35,14 @@ pytest: setup
 test: lint typecheck pytest
 
 bench: setup
+	@$(PY) -m pip install -q -e ".[bench]"
 	$(PY) -m bench.run
+
+# Worker memory over 30 minutes of steady traffic (not in CI): bench/results/soak.json,
+# which the next `make bench` includes in its table.
+soak: setup
+	@$(PY) -m pip install -q -e ".[bench]"
+	$(PY) -m bench.soak --minutes $(or $(SOAK_MINUTES),30)
 
 clean:
 	rm -rf .sentryml demo-out .pytest_cache .mypy_cache .ruff_cache
