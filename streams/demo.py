@@ -391,7 +391,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
         _stage(5, "summary")
         summary.update(_summary(store))
-        summary["alerts"] = len(alerts_seen)
+        summary["alerts_received"] = len(alerts_seen)
         summary["adapter_events"] = [(e["adapter_version"], e["status"]) for e in adapter_events]
         summary["minutes"] = round((time.monotonic() - started) / 60, 1)
         if cfg.report:

@@ -27,5 +27,5 @@ def register(app: typer.Typer) -> None:
         summary = run_demo(cfg)
         console.print(
             f"[bold green]demo finished in {summary['minutes']} min[/]: "
-            f"{summary['alerts']} alerts, adapters {summary['adapter_events']}"
+            f"{summary['alerts_received']} alerts, adapters {summary['adapter_events']}"
         )
