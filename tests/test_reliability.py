@@ -141,9 +141,9 @@ def _feature_count(store, feature: str) -> int:
 
 
 def test_kill_9_mid_stream_then_restart_counts_every_event_once(rig: Rig, model2vec) -> None:
-    """20,000 events (the issue says 100,000; same property, a fifth of the time), with a
+    """10,000 events (the issue says 100,000; same property, a tenth of the time), with a
     model2vec baseline so that every feature's window counts are checked too."""
-    n = 20_000
+    n = 10_000
     save_baseline(
         rig.store,
         fit_baseline(
@@ -194,7 +194,7 @@ def test_kill_9_mid_stream_then_restart_counts_every_event_once(rig: Rig, model2
 
 def test_sigterm_flushes_and_commits_before_exit(rig: Rig) -> None:
     """A graceful stop leaves nothing flushed-but-uncommitted: the next worker skips nothing."""
-    n = 6_000
+    n = 4_000
     rig.produce(make_events(n, tag="term"))
     first = rig.worker("w1")
     try:
