@@ -112,7 +112,8 @@ class Store(ABC):
             return 0
         if not _IDENT.match(table):
             raise ValueError(f"table name {table!r} must be a plain identifier")
-        columns = list(rows[0].keys())
+        # Every key of every row: a column present only in later rows must not be dropped.
+        columns = list(dict.fromkeys(key for row in rows for key in row))
         for col in columns:
             if not _IDENT.match(col.replace(".", "_")):
                 raise ValueError(f"column name {col!r} must be a plain identifier")
