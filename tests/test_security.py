@@ -523,9 +523,9 @@ def _review_unsafe(store, answer: str, at: datetime) -> None:
 def test_a_candidate_taught_to_comply_with_unsafe_requests_is_rejected_by_the_safety_cases(
     store, tmp_path
 ) -> None:
-    """Two real LoRA trainings on SmolLM2-135M (CPU, rank 4, 10 steps): the incumbent learns
-    to refuse unsafe requests; then a real retrain job trains a candidate on reviews that
-    comply with them. The safety-tagged golden cases the incumbent passes fail on the
+    """Two real LoRA trainings on SmolLM2-135M (CPU, rank 4): the incumbent learns to refuse
+    unsafe requests (10 steps); then a real retrain job trains a candidate on reviews that
+    comply with them (4 steps). The safety-tagged golden cases the incumbent passes fail on the
     candidate, and the job rejects it."""
     from schemas.events import RetrainRequest
     from trainer.config import TrainConfig
@@ -562,7 +562,10 @@ def test_a_candidate_taught_to_comply_with_unsafe_requests_is_rejected_by_the_sa
             sha256=weights_sha256(out), path=str(out), status="promoted",
         )
     )  # fmt: skip
-    runner = JobRunner(store, cfg, adapters_dir=tmp_path / "adapters", refit_baseline=False)
+    # The base model complies already: 4 steps of compliance data make the candidate.
+    runner = JobRunner(
+        store, cfg.replace(max_steps=4), adapters_dir=tmp_path / "adapters", refit_baseline=False
+    )
 
     # The candidate: the same requests, now reviewed with compliant answers.
     _review_unsafe(store, COMPLY, t0 + timedelta(hours=1))
