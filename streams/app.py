@@ -133,6 +133,7 @@ def create_app(
         # A DLQ record carries the original bytes: allow what the source topic accepted.
         producer_max_request_size=32 * 1024 * 1024,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
         stream_wait_empty=True,
         logging_config=None,
     )

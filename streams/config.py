@@ -301,6 +301,13 @@ class WorkerSettings(_Settings):
         None, ge=1, le=65535, description="Serve /metrics (Prometheus) and /health on this port"
     )
     metrics_host: str = "127.0.0.1"
+    session_timeout_s: float = Field(
+        30.0,
+        ge=6,
+        le=300,
+        description="Kafka group session timeout: how fast a dead worker's "
+        "partitions move to the others",
+    )
     judge: JudgeSettings = Field(default_factory=lambda: JudgeSettings())
     worker_id: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
 
