@@ -43,13 +43,13 @@ SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "producer": {"n_events": 50_000},
         "drift": {"sizes": (1_000_000, 10_000_000)},
-        "worker": {"n_events": 10_000, "n_embed": 1_500, "max_seconds": 45.0},
+        "worker": {"n_events": 10_000, "rounds": 3},
         "latency": {"rate": 50.0, "seconds": 60.0},
     },
     "quick": {
         "producer": {"n_events": 4_000},
         "drift": {"sizes": (100_000,), "repeats": 3},
-        "worker": {"n_events": 3_000, "n_embed": 1_000, "max_seconds": 10.0},
+        "worker": {"n_events": 3_000, "rounds": 1, "chunk": 200},
         "latency": {"rate": 20.0, "seconds": 10.0, "alert_timeout": 60.0},
     },
 }
