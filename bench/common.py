@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 Better = Literal["higher", "lower"]
+TIME_UNITS = frozenset({"s", "ms", "µs", "us", "ns", "min"})
 
 
 @dataclass
@@ -290,7 +291,8 @@ def _ratio_text(row: Row) -> str:
         return "—"
     text = f"{ratio:.3g}"
     if row.better == "lower" and 0 < ratio < 1:
-        text += f" ({1 / ratio:.3g}× faster)"
+        word = "faster" if row.unit in TIME_UNITS else "smaller"
+        text += f" ({1 / ratio:.3g}× {word})"
     elif row.better == "higher" and ratio > 1:
         text += f" ({ratio:.3g}× more)"
     return text

@@ -329,6 +329,10 @@ class Side:
         """Events/s from the median batch time (one disturbed round does not decide)."""
         return chunk / statistics.median(self.seconds)
 
+    def paired(self, reference: Side) -> list[float]:
+        """Per-round ratio of this side's rate to ``reference``'s (adjacent in time)."""
+        return [r / o for o, r in zip(self.seconds, reference.seconds, strict=True)]
+
 
 def round_robin(
     bootstrap: str, sides: list[Side], *, rounds: int, chunk: int = 500, warm: int = 100
@@ -425,6 +429,21 @@ def round_robin(
             )
 
 
+def stored_bytes(store: Any, table: str) -> dict[str, float]:
+    """Rows and on-disk bytes of ``table`` (active parts), per row compressed and not."""
+    row = store.query(
+        "SELECT sum(rows), sum(data_compressed_bytes), sum(data_uncompressed_bytes) "
+        "FROM system.parts WHERE database = {d:String} AND table = {t:String} AND active",
+        {"d": store.database, "t": table},
+    ).rows[0]
+    rows, compressed, raw = (int(x or 0) for x in row)
+    return {
+        "rows": rows,
+        "compressed_bytes_per_row": round(compressed / rows, 1) if rows else 0.0,
+        "uncompressed_bytes_per_row": round(raw / rows, 1) if rows else 0.0,
+    }
+
+
 def stage_costs(events: list[Any]) -> dict[str, float]:
     """Single-thread µs per event of the ingest stages that do not embed, on ``events``."""
     from schemas.events import InferenceLog, decode_event
@@ -454,7 +473,7 @@ def run(
     bootstrap: str,
     *,
     n_events: int = 10_000,
-    rounds: int = 3,
+    rounds: int = 5,
     chunk: int = 500,
     repeat_rate: float = 0.3,
     sample_rate: float = 0.25,
@@ -480,6 +499,7 @@ def run(
     bare_ck = confluent_rate(kafka, topic, partitions, n_events)
     log(f"bare consumers: aiokafka {bare_aio:,.0f}/s, confluent-kafka {bare_ck:,.0f}/s")
     plain = run_worker("no-embedding", kafka, None, stop_after=n_events)
+    storage = stored_bytes(plain.store, "inference_logs")
     stages = stage_costs(events[:2000])
     log(f"ingest stages, µs/event single-threaded: {stages}")
 
@@ -514,7 +534,7 @@ def run(
                 f"{stages['decode_validate_us']}, redact {stages['redact_us']}, text stats "
                 f"{stages['text_stats_us']}"
             ),
-            extra={**plain.extra(), "stages": stages},
+            extra={**plain.extra(), "stages": stages, "inference_logs_storage": storage},
         ),
         Row(
             name="worker.no_embedding_vs_confluent",
@@ -540,7 +560,8 @@ def run(
             reference_label=f"encode(batch_size=64) on the same {chunk} prompts, in turn",
             target_ratio=OVERHEAD_TARGET,
             target="overhead <= 10 % (ratio >= 0.9)",
-            note=f"{rounds} round-robin rounds; seconds per batch: {_per_round(full, raw)}",
+            note=f"{rounds} round-robin rounds, rates from the median batch; seconds per "
+            f"batch: {_per_round(full, raw)}",
             extra=_round_extra(full, raw),
         ),
         Row(
@@ -599,15 +620,18 @@ def run(
 
 
 def _per_round(ours: Side, reference: Side) -> str:
+    paired = ours.paired(reference)
     return (
         f"{ours.label} {', '.join(f'{x:.1f}' for x in ours.seconds)}; "
-        f"{reference.label} {', '.join(f'{x:.1f}' for x in reference.seconds)}"
+        f"{reference.label} {', '.join(f'{x:.1f}' for x in reference.seconds)}; ratio per "
+        f"round {', '.join(f'{x:.2f}' for x in paired)} (median {statistics.median(paired):.2f})"
     )
 
 
 def _round_extra(ours: Side, reference: Side) -> dict[str, Any]:
     return {
         "seconds_per_round": {s.label: [round(x, 3) for x in s.seconds] for s in (ours, reference)},
+        "ratio_per_round": [round(x, 4) for x in ours.paired(reference)],
         "method": "round-robin batches (bench.worker.round_robin)",
     }
 
@@ -615,7 +639,7 @@ def _round_extra(ours: Side, reference: Side) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with kafka_broker() as bootstrap:
         rows = run(bootstrap, n_events=args.events, rounds=args.rounds)
