@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from schemas.events import Feedback, InferenceLog
@@ -18,6 +18,7 @@ from streams.app import create_app
 from streams.config import IngestSettings, JudgeSettings, KafkaSettings, WorkerSettings
 from streams.topics import Topics, create_topics
 from tests.conftest import wait_for
+from tests.faults import consume_all
 from tests.harness import running
 from workers.baseline import fit_baseline, save_baseline
 from workers.embedding import load_embedder
@@ -67,29 +68,6 @@ def _produce(kafka: KafkaSettings, topic: str, messages: list[tuple[bytes, bytes
         producer.produce(topic, value, key)
         producer.poll(0)
     assert producer.flush(30) == 0
-
-
-def _consume(kafka: KafkaSettings, topic: str, expected: int, timeout: float = 60.0) -> list:
-    consumer = Consumer(
-        {
-            **kafka.client_config(),
-            "group.id": f"read-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([topic])
-    out: list = []
-
-    def got_all() -> bool:
-        out.extend(m for m in consumer.consume(500, timeout=0.5) if not m.error())
-        return len(out) >= expected
-
-    try:
-        wait_for(got_all, timeout=timeout, what=f"{expected} messages on {topic}")
-        out.extend(m for m in consumer.consume(500, timeout=1.0) if not m.error())
-    finally:
-        consumer.close()
-    return out
 
 
 def _log(i: int, prompt: str, completion: str, ts: datetime, **kw: object) -> InferenceLog:
@@ -148,7 +126,7 @@ def test_bad_input_goes_to_the_dlq_and_good_input_is_counted_once(kafka, store, 
 
     with running(app):
         wait_for(lambda: _counted(store) == len(good), timeout=120, what="good events counted")
-        dlq = _consume(kafka, topics.dlq, len(bad))
+        dlq = consume_all(kafka, topics.dlq, len(bad))
 
     assert len(dlq) == len(bad)  # the count of DLQ messages equals the injected count
     reasons = {}
@@ -243,7 +221,7 @@ def test_domain_shift_raises_embedding_and_output_drift_alerts(kafka, store, wor
         wait_for(lambda: _counted(store) == len(phase1) + len(phase2), timeout=300, what="phase 2")
         clock["now"] = t0 + timedelta(hours=2)
         sent = runner.call(evaluate_once(ctx))
-        alerts_on_topic = _consume(kafka, topics.alerts, len(sent))
+        alerts_on_topic = consume_all(kafka, topics.alerts, len(sent))
     kinds = {(a.kind, a.feature, a.window) for a in sent}
     assert ("embedding_drift", "embedding", "1h") in kinds
     assert ("output_drift", "output_length", "1h") in kinds
@@ -280,7 +258,7 @@ def test_feedback_is_stored_redacted_and_bad_feedback_goes_to_the_dlq(
             timeout=90,
             what="feedback stored",
         )
-        dlq = _consume(kafka, topics.dlq, 1)
+        dlq = consume_all(kafka, topics.dlq, 1)
     assert [m.key() for m in dlq] == [b"bad"]
     rows = {r["request_id"]: r for r in store.query("SELECT * FROM feedback").dicts()}
     assert "jane.doe@example.com" not in rows["r2"]["correction"]
