@@ -12,6 +12,7 @@ that the ratio holds even on a noisy shared machine where absolute numbers do no
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -252,6 +253,7 @@ def store_settings(database: str | None = None) -> Any:
 
     if _CHDB_DIR is None:
         _CHDB_DIR = Path(tempfile.mkdtemp(prefix="sentryml-bench-chdb-"))
+        atexit.register(shutil.rmtree, _CHDB_DIR, True)  # benchmark data is throwaway
     return StoreSettings(
         url=f"chdb://{_CHDB_DIR}", database=database or f"bench_{uuid.uuid4().hex[:10]}"
     )
