@@ -14,14 +14,14 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import faust
 
-from schemas.events import utcnow
+from schemas.events import Alert, utcnow
 from streams.config import WorkerSettings
 from streams.topics import Topics
 from workers.store import Store, open_store
@@ -92,6 +92,17 @@ def raw_topic(app: faust.App, name: str) -> faust.TopicT:
     return app.topic(
         name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
+
+
+def alert_publisher(app: faust.App, ctx: WorkerContext) -> Callable[[Alert], Awaitable[None]]:
+    """Send an alert to the alerts topic (keyed by model) and wait until it is delivered."""
+    topic = raw_topic(app, ctx.topics.alerts)
+
+    async def publish(alert: Alert) -> None:
+        fut = await topic.send(key=alert.base_model.encode(), value=alert.to_bytes())
+        await fut
+
+    return publish
 
 
 def _faust_broker_options(settings: WorkerSettings) -> dict[str, Any]:

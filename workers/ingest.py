@@ -37,6 +37,7 @@ from schemas.events import InferenceLog, decode_event
 from schemas.exceptions import InvalidEvent
 from workers.baseline import Baseline, load_baseline
 from workers.embedding import Embedder, load_embedder, sample_for_embedding
+from workers.records import RawRecord, Rejected
 from workers.redact import Redactor
 from workers.store import Store
 from workers.store.exceptions import StoreError
@@ -49,44 +50,10 @@ CountKey = tuple[
 ]  # model, adapter, baseline, feature, bucket, bin
 
 
-@dataclass(frozen=True)
-class RawRecord:
-    """One Kafka message as the worker received it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-    @property
-    def coordinates(self) -> str:
-        return f"{self.topic}[{self.partition}]@{self.offset}"
-
-
 #: An event rejected for its size keeps only this much of its head in the DLQ: enough to
 #: identify the producer (type, ts, request_id and base_model serialize first). It could
 #: never be replayed anyway, and masking PII in megabytes would stall the partition.
 DLQ_OVERSIZE_KEEP_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A record that goes to the DLQ, with the reason."""
-
-    record: RawRecord
-    reason: str
-    error: str
-    #: the DLQ copy of the payload where it differs from the original (PII masked, truncated)
-    dlq_value: bytes | None = None
-    #: DLQ headers saying how ``dlq_value`` differs (``sentryml-redacted``, ``-truncated-from``)
-    notes: tuple[tuple[str, bytes], ...] = ()
-
-    @property
-    def value(self) -> bytes:
-        """What the DLQ record carries."""
-        return self.record.value if self.dlq_value is None else self.dlq_value
 
 
 def redact_payload(redactor: Redactor, raw: bytes) -> tuple[bytes, int]:

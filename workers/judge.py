@@ -53,6 +53,7 @@ from workers.judge_prompts import (
     detect_injection,
     new_boundary,
 )
+from workers.records import RawRecord, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -520,29 +521,10 @@ async def score_rubric(
 # -- a batch from the judge-requests topic ----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SourceRecord:
-    """One message of the judge-requests topic, as the agent received it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-    @property
-    def coordinates(self) -> str:
-        return f"{self.topic}[{self.partition}]@{self.offset}"
-
-
-@dataclass(frozen=True)
-class Failed:
-    """A judge request that goes to the DLQ, and why."""
-
-    record: SourceRecord
-    reason: str
-    error: str
+#: A judge-requests message and a request bound for the DLQ: the worker's own record types,
+#: so the DLQ headers are written by one function for every agent.
+SourceRecord = RawRecord
+Failed = Rejected
 
 
 @dataclass

@@ -9,7 +9,7 @@ from datetime import timedelta
 import faust
 
 from schemas.events import Alert
-from streams.app import WorkerContext, raw_topic
+from streams.app import WorkerContext, alert_publisher
 from workers.alerts import AlertSink
 from workers.evaluator import evaluate_drift
 from workers.store.exceptions import StoreError
@@ -42,15 +42,9 @@ async def evaluate_once(ctx: WorkerContext) -> list[Alert]:
 
 def register(app: faust.App, ctx: WorkerContext) -> None:
     settings = ctx.settings.drift
-    alerts_topic = raw_topic(app, ctx.topics.alerts)
-
-    async def publish(alert: Alert) -> None:
-        fut = await alerts_topic.send(key=alert.base_model.encode(), value=alert.to_bytes())
-        await fut
-
     ctx.extras["alert_sink"] = AlertSink(
         ctx.store,
-        publish,
+        alert_publisher(app, ctx),
         renotify=timedelta(seconds=settings.renotify_s),
         now=ctx.now,
     )

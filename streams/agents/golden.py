@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 
 import faust
 
-from schemas.events import AdapterEvent, Alert, GoldenTrigger, decode_event
+from schemas.events import AdapterEvent, GoldenTrigger, decode_event
 from schemas.exceptions import InvalidEvent, SentryMLError
-from streams.app import WorkerContext
+from streams.app import WorkerContext, alert_publisher, raw_topic
 from streams.config import GoldenSettings, JudgeSettings
 from workers.alerts import AlertSink
 from workers.golden import (
@@ -173,15 +173,14 @@ def _alert_sink(app: faust.App, ctx: WorkerContext, settings: GoldenSettings) ->
     )
     if isinstance(shared, AlertSink) and webhook is None:
         return shared
-    topic = app.topic(
-        ctx.topics.alerts, key_serializer="raw", value_serializer="raw", value_type=bytes
+    # Delivered before the run is reported done.
+    return AlertSink(
+        ctx.store,
+        alert_publisher(app, ctx),
+        renotify=timedelta(hours=1),
+        now=ctx.now,
+        webhook=webhook,
     )
-
-    async def publish(alert: Alert) -> None:
-        fut = await topic.send(key=alert.base_model.encode(), value=alert.to_bytes())
-        await fut  # delivered before the run is reported done
-
-    return AlertSink(ctx.store, publish, renotify=timedelta(hours=1), now=ctx.now, webhook=webhook)
 
 
 def register(app: faust.App, ctx: WorkerContext) -> None:
@@ -202,13 +201,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         judge_settings=ctx.settings.judge,
     )
     ctx.extras["golden"] = service
-    adapter_events = app.topic(
-        ctx.topics.adapter_events,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    adapter_events = raw_topic(app, ctx.topics.adapter_events)
 
     async def guarded(what: str, coro: Awaitable[GoldenRunResult | None]) -> None:
         try:

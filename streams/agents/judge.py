@@ -19,41 +19,20 @@ import asyncio
 import logging
 import random
 from datetime import datetime, timedelta
-from typing import Any
 
 import faust
 
 from schemas.events import Alert
-from streams.app import WorkerContext
+from streams.agents.ingest import dlq_headers, raw_record
+from streams.app import WorkerContext, alert_publisher, raw_topic
 from workers.alerts import AlertSink
-from workers.judge import Failed, JudgeClient, JudgedBatch, SourceRecord, judge_batch
+from workers.judge import JudgeClient, JudgedBatch, judge_batch
 from workers.judge_alerts import judge_drop_alerts, rolling_judge_means
 from workers.sampling import JudgeSampler
 from workers.store import Store
 from workers.store.exceptions import StoreError
 
 log = logging.getLogger(__name__)
-
-
-def dlq_headers(failed: Failed) -> list[tuple[str, bytes]]:
-    """The original headers plus why and where the judge request failed."""
-    record = failed.record
-    return [
-        *record.headers,
-        ("sentryml-error", failed.error[:4000].encode()),
-        ("sentryml-reason", failed.reason.encode()),
-        ("sentryml-source-topic", record.topic.encode()),
-        ("sentryml-source-partition", str(record.partition).encode()),
-        ("sentryml-source-offset", str(record.offset).encode()),
-    ]
-
-
-def source_record(event: Any) -> SourceRecord:
-    message = event.message
-    headers = tuple((k, v) for k, v in (message.headers or ()))
-    return SourceRecord(
-        message.topic, message.partition, message.offset, message.key, message.value or b"", headers
-    )
 
 
 async def store_scores(store: Store, batch: JudgedBatch, *, max_backoff: float = 30.0) -> None:
@@ -115,19 +94,9 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
     ctx.extras["judge_sampler"] = sampler
     ctx.extras["judge_client"] = client
 
-    raw: dict[str, Any] = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    requests = app.topic(ctx.topics.judge_requests, **raw)
-    dlq = app.topic(ctx.topics.dlq, **raw)
-    alerts_topic = app.topic(ctx.topics.alerts, **raw)
-
-    async def publish(alert: Alert) -> None:
-        fut = await alerts_topic.send(key=alert.base_model.encode(), value=alert.to_bytes())
-        await fut
+    requests = raw_topic(app, ctx.topics.judge_requests)
+    dlq = raw_topic(app, ctx.topics.dlq)
+    publish = alert_publisher(app, ctx)
 
     # A budget alert's window is its UTC day, so one per model per day across workers.
     budget_sink = AlertSink(ctx.store, publish, renotify=timedelta(days=1), now=ctx.now)
@@ -142,7 +111,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         # noack_take exists on faust.Stream, not on the StreamT interface mypy sees.
         batches = stream.noack_take(settings.batch_size, within=settings.batch_seconds)  # type: ignore[attr-defined]
         async for events in batches:
-            records = [source_record(e) for e in events]
+            records = [raw_record(e) for e in events]
             batch = await judge_batch(
                 client,
                 records,

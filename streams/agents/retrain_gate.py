@@ -19,7 +19,7 @@ import faust
 
 from schemas.events import RetrainRequest
 from schemas.exceptions import SentryMLError
-from streams.app import WorkerContext
+from streams.app import WorkerContext, raw_topic
 from workers.retrain_gate import (
     FIRED,
     HELD,
@@ -95,9 +95,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
     if not settings.enabled:
         log.info("retrain gate off (SENTRYML_RETRAIN_ENABLED=false)")
         return
-    topic = app.topic(
-        ctx.topics.retrain_requests, key_serializer="raw", value_serializer="raw", value_type=bytes
-    )
+    topic = raw_topic(app, ctx.topics.retrain_requests)
 
     async def send(request: RetrainRequest) -> None:
         fut = await topic.send(key=request.base_model.encode(), value=request.to_bytes())
