@@ -5,7 +5,9 @@
 ...                prompt=prompt, completion=text, completion_tokens=n, latency_ms=ms)
 
 ``log()`` validates the event, hands it to librdkafka's queue and returns at once: it
-never waits for the broker. When the local queue is full the event is dropped and counted
+never waits for the broker. The usual call — plain strings, numbers and dicts — is
+checked and encoded by :mod:`schemas.wire` in a few microseconds; anything unusual goes
+through the pydantic model, so the rules and the error messages are the schema's own. When the local queue is full the event is dropped and counted
 (or, with ``block_ms > 0``, the call waits at most that long for room). Delivery failures
 are counted too; read them from :attr:`InferenceLogger.stats`. The producer is idempotent
 (retries cannot duplicate), compresses with lz4 and keys by ``request_id``.
@@ -24,15 +26,16 @@ from pydantic import ValidationError
 
 from schemas.events import InferenceLog
 from schemas.exceptions import InvalidEvent
+from schemas.wire import encode_inference_log, event_bytes
 from streams.config import ProducerSettings
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoggerStats:
-    """Counters since the logger was created."""
+    """Counters since the logger was created (``delivered`` is exact after ``flush()``)."""
 
     enqueued: int = 0
     delivered: int = 0
@@ -60,7 +63,8 @@ class InferenceLogger:
         self.settings = settings or ProducerSettings()
         self.strict = strict
         self.topic = Topics(self.settings.kafka.topic_prefix).inference_logs
-        self.stats = LoggerStats()
+        self._counts = {"enqueued": 0, "failed": 0, "dropped": 0, "invalid": 0}
+        self._last_error: str | None = None
         self._lock = threading.Lock()
         self._last_warning = 0.0
         conf: dict[str, Any] = {
@@ -72,6 +76,10 @@ class InferenceLogger:
             "queue.buffering.max.messages": self.settings.queue_max_messages,
             "message.max.bytes": max(self.settings.max_event_bytes + 4096, 1_000_000),
             "error_cb": self._on_error,
+            # Only failures call back: a callback per delivered event would cost the
+            # caller's thread more than the produce itself (poll(0) runs them).
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
         }
         conf.update(producer_config or {})
         self._producer = Producer(conf)
@@ -80,25 +88,36 @@ class InferenceLogger:
     def log(self, event: InferenceLog | None = None, /, **fields: Any) -> bool:
         """Queue one event; return True if queued, False if it was dropped or invalid."""
         try:
-            if event is None:
-                event = InferenceLog(**fields)
-            payload = event.to_bytes()
+            if event is None and (payload := encode_inference_log(fields)) is not None:
+                key = fields["request_id"]  # the common shape, checked by hand
+            else:  # anything else: pydantic builds (or rejects) it
+                if event is None:
+                    event = InferenceLog(**fields)
+                payload, key = event_bytes(event), event.request_id
             if len(payload) > self.settings.max_event_bytes:
                 raise InvalidEvent(
-                    f"event {event.request_id} is {len(payload)} bytes, over the "
+                    f"event {key} is {len(payload)} bytes, over the "
                     f"{self.settings.max_event_bytes}-byte limit",
                     reason="size",
                 )
         except (ValidationError, InvalidEvent) as exc:
-            with self._lock:
-                self.stats.invalid += 1
+            self._count("invalid")
             if self.strict:
                 if isinstance(exc, ValidationError):
                     raise InvalidEvent(f"invalid inference log: {exc}") from exc
                 raise
             self._warn(f"invalid inference log skipped: {exc}")
             return False
-        return self._produce(event.request_id.encode(), payload)
+        return self._produce(key.encode(), payload)
+
+    @property
+    def stats(self) -> LoggerStats:
+        """A snapshot of the counters; ``delivered`` = enqueued − failed − still queued."""
+        with self._lock:
+            counts, last_error = dict(self._counts), self._last_error
+        queued = len(self._producer)
+        delivered = max(counts["enqueued"] - counts["failed"] - queued, 0)
+        return LoggerStats(delivered=delivered, last_error=last_error, **counts)
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait up to ``timeout`` s for queued events; return how many are still queued."""
@@ -121,36 +140,45 @@ class InferenceLogger:
 
     # -- internals --------------------------------------------------------------------
     def _produce(self, key: bytes, payload: bytes) -> bool:
+        try:
+            self._producer.produce(self.topic, payload, key)
+        except BufferError:
+            if not self._produce_when_room(key, payload):
+                return False
+        with self._lock:
+            self._counts["enqueued"] += 1
+        self._producer.poll(0)  # serves failure callbacks and error_cb; returns at once
+        return True
+
+    def _produce_when_room(self, key: bytes, payload: bytes) -> bool:
+        """The local queue is full: wait up to ``block_ms`` for room, else drop and count."""
         deadline = time.monotonic() + self.settings.block_ms / 1000
-        while True:
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._producer.poll(min(remaining, 0.05))
             try:
-                self._producer.produce(self.topic, payload, key, on_delivery=self._on_delivery)
-                self._producer.poll(0)
-                with self._lock:
-                    self.stats.enqueued += 1
+                self._producer.produce(self.topic, payload, key)
                 return True
             except BufferError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    with self._lock:
-                        self.stats.dropped += 1
-                    self._warn("producer queue full: inference log dropped (raise block_ms?)")
-                    return False
-                self._producer.poll(min(remaining, 0.05))
+                continue
+        self._count("dropped")
+        self._warn("producer queue full: inference log dropped (raise block_ms?)")
+        return False
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:  # only with producer_config overriding delivery.report.only.error
+            return
         with self._lock:
-            if err is None:
-                self.stats.delivered += 1
-            else:
-                self.stats.failed += 1
-                self.stats.last_error = err.str()
-        if err is not None:
-            self._warn(f"inference log delivery failed: {err.str()}")
+            self._counts["failed"] += 1
+            self._last_error = err.str()
+        self._warn(f"inference log delivery failed: {err.str()}")
 
     def _on_error(self, err: KafkaError) -> None:
         with self._lock:
-            self.stats.last_error = err.str()
+            self._last_error = err.str()
         self._warn(f"kafka client error: {err.str()}")
 
     def _warn(self, message: str) -> None:

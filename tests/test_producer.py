@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 
@@ -78,3 +79,38 @@ def test_full_queue_drops_and_counts_instead_of_blocking(kafka: KafkaSettings) -
     assert logger.stats.enqueued + logger.stats.dropped == 50
     logger.close()
     assert logger.stats.delivered == logger.stats.enqueued
+
+
+def test_full_queue_with_block_ms_waits_for_room_and_loses_nothing(kafka: KafkaSettings) -> None:
+    settings = ProducerSettings(kafka=kafka, queue_max_messages=10, linger_ms=50, block_ms=10_000)
+    with InferenceLogger(settings) as logger:
+        results = [
+            logger.log(request_id=f"b{i}", base_model="m", prompt="p", completion="c")
+            for i in range(100)
+        ]
+    assert all(results)
+    stats = logger.stats
+    assert (stats.enqueued, stats.delivered, stats.dropped) == (100, 100, 0)
+
+
+def test_undeliverable_events_are_counted_as_failed() -> None:
+    with socket.socket() as s:  # a port nothing listens on: every connect is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = ProducerSettings(kafka=KafkaSettings(bootstrap=f"127.0.0.1:{port}"))
+    logger = InferenceLogger(settings, producer_config={"message.timeout.ms": 1000})
+    for i in range(5):
+        assert logger.log(request_id=f"f{i}", base_model="m", prompt="p", completion="c")
+    assert logger.flush(30) == 0
+    stats = logger.stats
+    assert (stats.enqueued, stats.failed, stats.delivered) == (5, 5, 0)
+    assert stats.last_error and "timed out" in stats.last_error.lower()
+
+
+def test_text_without_a_utf8_form_is_invalid_not_a_crash(kafka: KafkaSettings) -> None:
+    logger = InferenceLogger(ProducerSettings(kafka=kafka))
+    assert logger.log(request_id="r", base_model="m", prompt="p", completion="\ud800") is False
+    assert logger.stats.invalid == 1
+    strict = InferenceLogger(ProducerSettings(kafka=kafka), strict=True)
+    with pytest.raises(InvalidEvent, match="cannot be written as JSON"):
+        strict.log(request_id="r", base_model="m", prompt="p", completion="\ud800")
