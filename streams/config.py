@@ -120,14 +120,20 @@ class RedactionRuleSettings(_Section):
     name: str = Field(..., min_length=1, max_length=64)
     pattern: str = Field(..., min_length=1)
     replacement: str = "[REDACTED]"
+    requires: str | None = Field(
+        None,
+        description="Optional cheap regex that every match contains (e.g. a literal prefix "
+        "such as 'EMP-'): text without it skips the rule, which saves the full scan",
+    )
 
-    @field_validator("pattern")
+    @field_validator("pattern", "requires")
     @classmethod
-    def _compiles(cls, value: str) -> str:
+    def _compiles(cls, value: str | None) -> str | None:
         import re
 
         try:
-            re.compile(value)
+            if value is not None:
+                re.compile(value)
         except re.error as exc:
             raise ValueError(f"invalid regex {value!r}: {exc}") from exc
         return value

@@ -128,6 +128,11 @@ def test_feature_baseline_bins() -> None:
     assert refusal.assign(np.array([True, False])).tolist() == [1, 0]
     with pytest.raises(ValueError, match=r"bin indices must be in \[0, 2\)"):
         refusal.assign(np.array([2]))
+    values = [3, 10, 19.5, 20, 400, -1e9, 10.000001, float("nan")]
+    assert [fb.assign_one(v) for v in values] == fb.assign(np.array(values)).tolist()
+    assert [refusal.assign_one(v) for v in (True, False, 1.0)] == [1, 0, 1]
+    with pytest.raises(ValueError, match=r"bin indices must be in \[0, 2\)"):
+        refusal.assign_one(2.0)
     with pytest.raises(ValueError, match="need 2 edges"):
         FeatureBaseline("x", (1.0,), (0.5, 0.3, 0.2), (5, 3, 2))
     with pytest.raises(ValueError, match="increase strictly"):

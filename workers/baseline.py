@@ -29,6 +29,7 @@ sampling noise only — which the drift test accounts for (:mod:`workers.drift`)
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import json
 import math
@@ -215,6 +216,17 @@ class FeatureBaseline:
             raise ValueError(
                 f"feature {self.name!r}: bin indices must be in [0, {self.bins}), "
                 f"got {int(idx.min())}..{int(idx.max())}"
+            )
+        return idx
+
+    def assign_one(self, value: float) -> int:
+        """:meth:`assign` for one value, without numpy's per-call overhead (hot path)."""
+        if self.edges is not None:
+            return bisect.bisect_right(self.edges, value)  # = searchsorted(side="right")
+        idx = int(value)
+        if not 0 <= idx < self.bins:
+            raise ValueError(
+                f"feature {self.name!r}: bin indices must be in [0, {self.bins}), got {idx}"
             )
         return idx
 

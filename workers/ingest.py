@@ -31,8 +31,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-
 from schemas.events import InferenceLog, decode_event
 from schemas.exceptions import InvalidEvent
 from workers.baseline import Baseline, load_baseline
@@ -167,7 +165,7 @@ def inference_log_row(event: InferenceLog, *, embed_bin: int, refusal: bool) -> 
         "prompt_tokens": event.prompt_tokens or 0,
         "completion_tokens": event.completion_tokens or 0,
         "latency_ms": event.latency_ms or 0.0,
-        "metadata": event.to_row()["metadata"],
+        "metadata": json.dumps(event.metadata, sort_keys=True),  # as Event.to_row writes it
         "embed_bin": embed_bin,
         "refusal": int(refusal),
     }
@@ -379,8 +377,7 @@ class IngestProcessor:
             for feature, value in values.items():
                 fb = baseline.features.get(feature)
                 if fb is not None:
-                    b = int(fb.assign(np.asarray([value]))[0])
-                    counts[(*prefix, feature, bucket, b)] += 1
+                    counts[(*prefix, feature, bucket, fb.assign_one(value))] += 1
         result.partitions[key] = (first, last, n + 1, counts)
         result.accepted.append(event)
         result.log_rows.append(inference_log_row(event, embed_bin=embed_bin, refusal=stats.refusal))

@@ -50,22 +50,33 @@ def luhn_valid(candidate: str) -> bool:
 
 @dataclass(frozen=True)
 class RedactionRule:
-    """One pattern and what replaces it; ``validate`` (optional) must accept a match first."""
+    """One pattern and what replaces it; ``validate`` (optional) must accept a match first.
+
+    ``requires`` (optional) is a cheap pattern that every match of ``pattern`` contains —
+    a literal such as ``@`` for e-mail addresses. Text without it skips the rule: most
+    text holds no secret at all, and a literal search is ~50 times cheaper than the full
+    pattern scan. It must never be narrower than the pattern (``tests/test_redact.py``
+    checks the defaults on generated text).
+    """
 
     name: str
     pattern: str | re.Pattern[str]
     replacement: str
     validate: Callable[[str], bool] | None = field(default=None, compare=False)
+    requires: str | re.Pattern[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("a redaction rule needs a non-empty name")
-        if isinstance(self.pattern, str):
-            try:
-                compiled = re.compile(self.pattern)
-            except re.error as exc:
-                raise ValueError(f"redaction rule {self.name!r}: invalid regex: {exc}") from exc
-            object.__setattr__(self, "pattern", compiled)
+        for attr in ("pattern", "requires"):
+            value = getattr(self, attr)
+            if isinstance(value, str):
+                try:
+                    object.__setattr__(self, attr, re.compile(value))
+                except re.error as exc:
+                    raise ValueError(
+                        f"redaction rule {self.name!r}: invalid regex in {attr}: {exc}"
+                    ) from exc
 
     @property
     def regex(self) -> re.Pattern[str]:
@@ -74,6 +85,8 @@ class RedactionRule:
 
     def apply(self, text: str) -> tuple[str, int]:
         """``text`` with every (valid) match replaced, and the number of replacements."""
+        if isinstance(self.requires, re.Pattern) and self.requires.search(text) is None:
+            return text, 0
         if self.validate is None:
             return self.regex.subn(self.replacement, text)
         hits = 0
@@ -89,44 +102,67 @@ class RedactionRule:
         return self.regex.sub(_sub, text), hits
 
 
-#: The built-in rules, in the order they run.
+#: The built-in rules, in the order they run. Each secret pattern names a literal that
+#: every match contains (``requires``); the digit patterns start by consuming a digit (or
+#: ``+``/``(``), so the regex engine jumps from candidate to candidate instead of trying
+#: its look-behinds at every position.
 DEFAULT_RULES: tuple[RedactionRule, ...] = (
     RedactionRule(
         "private_key",
         r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z]+ )?PRIVATE KEY-----",
         "[PRIVATE_KEY]",
+        requires="PRIVATE KEY-----",
     ),
-    RedactionRule("bearer_token", r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{16,}=*", r"\1 [TOKEN]"),
     RedactionRule(
-        "jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", "[TOKEN]"
+        "bearer_token",
+        r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{16,}=*",
+        r"\1 [TOKEN]",
+        requires="(?i)bearer",
+    ),
+    RedactionRule(
+        "jwt",
+        r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+        "[TOKEN]",
+        requires="eyJ",
     ),
     # OpenAI / Anthropic style secret keys: sk-..., sk-proj-..., sk-ant-...
-    RedactionRule("openai_key", r"\bsk-(?:[A-Za-z]+-)?[A-Za-z0-9_-]{16,}", "[API_KEY]"),
-    RedactionRule("aws_access_key", r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b", "[API_KEY]"),
+    RedactionRule(
+        "openai_key", r"\bsk-(?:[A-Za-z]+-)?[A-Za-z0-9_-]{16,}", "[API_KEY]", requires="sk-"
+    ),
+    RedactionRule(
+        "aws_access_key",
+        r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b",
+        "[API_KEY]",
+        requires="AKIA|ASIA|AGPA|AIDA|AROA",
+    ),
     RedactionRule(
         "github_token",
         r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b",
         "[API_KEY]",
+        requires="gh",
     ),
-    RedactionRule("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", "[API_KEY]"),
-    RedactionRule("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}\b", "[API_KEY]"),
+    RedactionRule("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", "[API_KEY]", requires="xox"),
+    RedactionRule("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}\b", "[API_KEY]", requires="AIza"),
     RedactionRule(
         "email",
         r"(?i)\b[a-z0-9][a-z0-9._%+-]*@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}\b",
         "[EMAIL]",
+        requires="@",
     ),
-    # 13–19 digits, optionally grouped by spaces or dashes; only Luhn-valid runs are cards.
+    # 13–19 digits, optionally grouped by spaces or dashes, not preceded by a digit or a
+    # dot nor followed by a digit; only Luhn-valid runs are cards.
     RedactionRule(
-        "credit_card", r"(?<![\d.])(?:\d[ -]?){12,18}\d(?![\d])", "[CARD]", validate=luhn_valid
+        "credit_card", r"\d(?<![\d.]\d)(?:[ -]?\d){12,18}(?!\d)", "[CARD]", validate=luhn_valid
     ),
     # Phone numbers need separators or a leading "+", so bare order numbers stay intact, and
     # must not be part of a longer digit group (a card number failing Luhn is left alone):
     # +1 (415) 555-0134, 415-555-0134, 415.555.0134, +44 20 7946 0958, +14155550134.
     RedactionRule(
         "phone",
+        r"(?=[+(\d])(?:"
         r"(?<![\w+])(?<!\d[\s.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?|\d{2,4}[\s.-])"
         r"\d{3,4}[\s.-]\d{3,4}(?![\w]|[\s.-]\d)"
-        r"|(?<![\w+])\+\d{8,15}(?!\w)",
+        r"|(?<![\w+])\+\d{8,15}(?!\w))",
         "[PHONE]",
     ),
 )
@@ -162,7 +198,10 @@ class Redactor:
         rules: list[RedactionRule] = []
         if settings.use_defaults:
             rules.extend(r for r in DEFAULT_RULES if r.name not in settings.disabled)
-        rules.extend(RedactionRule(r.name, r.pattern, r.replacement) for r in settings.rules)
+        rules.extend(
+            RedactionRule(r.name, r.pattern, r.replacement, requires=r.requires)
+            for r in settings.rules
+        )
         return cls(rules)
 
     def redact(self, text: str) -> str:

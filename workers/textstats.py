@@ -88,8 +88,11 @@ def distinct_n(tokens: list[str], n: int = 2) -> float:
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
+    count = len(tokens) - n + 1
+    if count < 1:
+        return 0.0
+    grams = zip(*(tokens[i:] for i in range(n)), strict=False)  # shortest wins: the n-grams
+    return len(set(grams)) / count
 
 
 def is_refusal(text: str) -> bool:
