@@ -7,9 +7,10 @@
 ``log()`` validates the event, hands it to librdkafka's queue and returns at once: it
 never waits for the broker. The usual call — plain strings, numbers and dicts — is
 checked and encoded by :mod:`schemas.wire` in a few microseconds; anything unusual goes
-through the pydantic model, so the rules and the error messages are the schema's own. When the local queue is full the event is dropped and counted
-(or, with ``block_ms > 0``, the call waits at most that long for room). Delivery failures
-are counted too; read them from :attr:`InferenceLogger.stats`. The producer is idempotent
+through the pydantic model, so the rules and the error messages are the schema's own.
+When the local queue is full the event is dropped and counted (or, with
+``block_ms > 0``, the call waits at most that long for room). Delivery failures are
+counted too; read them from :attr:`InferenceLogger.stats`. The producer is idempotent
 (retries cannot duplicate), compresses with lz4 and keys by ``request_id``.
 """
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoggerStats:
-    """Counters since the logger was created (``delivered`` is exact after ``flush()``)."""
+    """Counters since the logger was created (``delivered``: acknowledged by the broker)."""
 
     enqueued: int = 0
     delivered: int = 0
