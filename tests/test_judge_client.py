@@ -247,7 +247,8 @@ def test_score_rubric_for_golden_checks(server: FaultyOpenAI) -> None:
 
 
 def test_batch_outcomes_and_a_retried_insert_counts_once(server: FaultyOpenAI, store) -> None:
-    from workers.judge import SourceRecord, judge_batch
+    from workers.judge import judge_batch
+    from workers.records import RawRecord
 
     rid = uuid.uuid4().hex[:8]
     events = [
@@ -256,10 +257,10 @@ def test_batch_outcomes_and_a_retried_insert_counts_once(server: FaultyOpenAI, s
         _log(f"Paris. fault=hangx99#{rid}"),
     ]
     records = [
-        SourceRecord("jr", 0, i, e.request_id.encode(), e.to_bytes()) for i, e in enumerate(events)
+        RawRecord("jr", 0, i, e.request_id.encode(), e.to_bytes()) for i, e in enumerate(events)
     ]
-    records.append(SourceRecord("jr", 1, 7, b"k", records[0].value))  # the same request again
-    records.append(SourceRecord("jr", 1, 8, b"k", b"\xff not json"))
+    records.append(RawRecord("jr", 1, 7, b"k", records[0].value))  # the same request again
+    records.append(RawRecord("jr", 1, 8, b"k", b"\xff not json"))
     settings = _settings(server, timeout_s=0.3, max_attempts=2)
     batch, _ = _run(settings, lambda c: judge_batch(c, records))
     assert (batch.scored, batch.duplicates) == (2, 1)

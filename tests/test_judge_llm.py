@@ -14,7 +14,8 @@ import pytest
 
 from schemas.events import InferenceLog
 from streams.config import JudgeSettings
-from workers.judge import JudgeClient, SourceRecord, judge_batch
+from workers.judge import JudgeClient, judge_batch
+from workers.records import RawRecord
 from workers.sampling import JudgeSampler, should_judge
 
 pytestmark = [pytest.mark.slow]
@@ -57,7 +58,7 @@ def test_real_judge_scores_land_in_clickhouse_for_sampled_events_only(llm_server
     ]
     assert len(chosen) == 1
     records = [
-        SourceRecord("judge-requests", 0, offset, e.request_id.encode(), e.to_bytes())
+        RawRecord("judge-requests", 0, offset, e.request_id.encode(), e.to_bytes())
         for offset, e in enumerate(chosen)
     ]
 

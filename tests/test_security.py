@@ -404,8 +404,9 @@ def test_injected_completions_are_flagged_and_do_not_move_judge_means_or_pick_tr
     from trainer.demo_model import ensure_demo_model
     from trainer.train import load_tokenizer
     from workers.ingest import inference_log_row
-    from workers.judge import JudgeClient, SourceRecord, judge_batch
+    from workers.judge import JudgeClient, judge_batch
     from workers.judge_alerts import rolling_judge_means
+    from workers.records import RawRecord
 
     now = datetime.now(UTC)
     clean = [
@@ -433,7 +434,7 @@ def test_injected_completions_are_flagged_and_do_not_move_judge_means_or_pick_tr
         "inference_logs", [inference_log_row(e, embed_bin=-1, refusal=False) for e in events]
     )
     records = [
-        SourceRecord("judge-requests", 0, i, e.request_id.encode(), e.to_bytes())
+        RawRecord("judge-requests", 0, i, e.request_id.encode(), e.to_bytes())
         for i, e in enumerate(events)
     ]
     with FaultyOpenAI(delay_s=0.0) as server:

@@ -521,25 +521,19 @@ async def score_rubric(
 # -- a batch from the judge-requests topic ----------------------------------------------------
 
 
-#: A judge-requests message and a request bound for the DLQ: the worker's own record types,
-#: so the DLQ headers are written by one function for every agent.
-SourceRecord = RawRecord
-Failed = Rejected
-
-
 @dataclass
 class JudgedBatch:
     """What one batch produced: score rows to store, failures for the DLQ."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
-    failed: list[Failed] = field(default_factory=list)
+    failed: list[Rejected] = field(default_factory=list)
     scored: int = 0
     skipped_budget: int = 0
     duplicates: int = 0
     dedup_token: str = ""
 
 
-def batch_dedup_token(records: Sequence[SourceRecord]) -> str:
+def batch_dedup_token(records: Sequence[RawRecord]) -> str:
     """Same messages → same token, whichever worker stores them (a retried insert is a no-op)."""
     ids = sorted(f"{r.topic}/{r.partition}@{r.offset}" for r in records)
     return "judge-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
@@ -547,7 +541,7 @@ def batch_dedup_token(records: Sequence[SourceRecord]) -> str:
 
 async def judge_batch(
     client: JudgeClient,
-    records: Sequence[SourceRecord],
+    records: Sequence[RawRecord],
     *,
     budget_open: Callable[[str], bool] | None = None,
     max_event_bytes: int = 1_048_576,
@@ -559,14 +553,14 @@ async def judge_batch(
     seen twice in the batch is scored once.
     """
     out = JudgedBatch(dedup_token=batch_dedup_token(records))
-    todo: list[tuple[SourceRecord, InferenceLog]] = []
+    todo: list[tuple[RawRecord, InferenceLog]] = []
     seen: set[str] = set()
     for record in records:
         try:
             event = decode_event(record.value, InferenceLog, max_bytes=max_event_bytes)
         except InvalidEvent as exc:
             log.warning("judge request %s to DLQ: %s", record.coordinates, exc)
-            out.failed.append(Failed(record, f"invalid_{exc.reason}", str(exc)))
+            out.failed.append(Rejected(record, f"invalid_{exc.reason}", str(exc)))
             continue
         if event.request_id in seen:
             out.duplicates += 1
@@ -577,7 +571,7 @@ async def judge_batch(
             continue
         todo.append((record, event))
 
-    async def one(record: SourceRecord, event: InferenceLog) -> list[JudgeScore] | Failed:
+    async def one(record: RawRecord, event: InferenceLog) -> list[JudgeScore] | Rejected:
         try:
             return await client.score(event)
         except JudgeError as exc:
@@ -588,16 +582,16 @@ async def judge_batch(
                 exc.attempts,
                 exc,
             )
-            return Failed(record, exc.reason, str(exc))
+            return Rejected(record, exc.reason, str(exc))
         except Exception as exc:  # a bug must not stall the stream: DLQ it, loudly
             log.exception(
                 "judge request %s (request_id=%s) failed", record.coordinates, event.request_id
             )
-            return Failed(record, "internal", f"{type(exc).__name__}: {exc}")
+            return Rejected(record, "internal", f"{type(exc).__name__}: {exc}")
 
     results = await asyncio.gather(*(one(r, e) for r, e in todo))
     for result in results:
-        if isinstance(result, Failed):
+        if isinstance(result, Rejected):
             out.failed.append(result)
         else:
             out.scored += 1
