@@ -25,7 +25,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -105,6 +104,7 @@ def run(
 ) -> list[Row]:
     """Soak one worker process for ``minutes`` at ``rate`` events/s; return the RSS row."""
     from streams.config import ProducerSettings
+    from streams.demo import stop_process_group
     from streams.producer import InferenceLogger
     from workers.synthetic import support_records, write_jsonl
 
@@ -198,12 +198,7 @@ def run(
         processed_final = _metrics(port).get("sentryml_events_total", float("nan"))
         samples.append((time.monotonic() - start, _rss_mib(worker.pid), processed_final))
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+        stop_process_group(worker, grace_s=60)
         worker_log.close()
         if workdir is None:
             shutil.rmtree(tmp, ignore_errors=True)

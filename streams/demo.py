@@ -87,6 +87,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_process_group(proc: subprocess.Popen[Any], grace_s: float) -> None:
+    """SIGTERM the process group of ``proc`` (started with ``start_new_session``); SIGKILL
+    it if it has not exited after ``grace_s`` seconds."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 class Services:
     """Processes the demo started; all stopped (reverse order) on exit."""
 
@@ -117,12 +129,7 @@ class Services:
         )
 
         def stop() -> None:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            stop_process_group(proc, grace_s=30)
             log.close()
 
         self.stops.append(stop)
