@@ -372,8 +372,8 @@ def round_robin(
     Worker sides are real Faust apps, all started up front in this process, each with its
     own topic, group and chDB database; a worker is idle until its turn, when the round's
     events are logged to its topic at once (a backlog, as after a traffic burst). Its rate
-    is that of its steady state (:func:`flush_rate`): the events of the round's second to
-    last flush over the time from the first flush to the last — everything the worker
+    is that of its steady state (:func:`flush_rate`): the events of the round's flushes
+    after the first, over the time from the first flush to the last — everything the worker
     does per batch (Kafka fetch, validation, redaction, embedding, binning, both inserts,
     acks) is inside, while the first batch's delivery and start only start the clock. The
     raw side is a fresh ``SentenceTransformer`` encoding the round's prompts (batch size
