@@ -111,7 +111,7 @@ def encode_inference_log(fields: Mapping[str, Any], *, now: datetime | None = No
     metadata = get("metadata", _ABSENT)
     if metadata is _ABSENT:
         metadata = {}
-    elif type(metadata) is not dict or not _plain_metadata(metadata):
+    elif type(metadata) is not dict or (metadata and not _plain_metadata(metadata)):
         return None
     ts = get("ts", _ABSENT)
     if ts is _ABSENT:

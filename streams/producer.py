@@ -16,6 +16,7 @@ counted too; read them from :attr:`InferenceLogger.stats`. The producer is idemp
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -64,7 +65,12 @@ class InferenceLogger:
         self.settings = settings or ProducerSettings()
         self.strict = strict
         self.topic = Topics(self.settings.kafka.topic_prefix).inference_logs
-        self._counts = {"enqueued": 0, "failed": 0, "dropped": 0, "invalid": 0}
+        self._counts = {"failed": 0, "dropped": 0, "invalid": 0}
+        # ``enqueued`` changes on every call: next() on a count is atomic under the GIL, so
+        # the hot path takes no lock. Reading it draws a number too (see ``stats``).
+        self._enqueued = itertools.count()
+        self._enqueued_reads = 0
+        self._max_event_bytes = self.settings.max_event_bytes
         self._last_error: str | None = None
         self._lock = threading.Lock()
         self._last_warning = 0.0
@@ -84,6 +90,8 @@ class InferenceLogger:
         }
         conf.update(producer_config or {})
         self._producer = Producer(conf)
+        self._send = self._producer.produce
+        self._poll = self._producer.poll
 
     # -- public API -------------------------------------------------------------------
     def log(self, event: InferenceLog | None = None, /, **fields: Any) -> bool:
@@ -95,10 +103,10 @@ class InferenceLogger:
                 if event is None:
                     event = InferenceLog(**fields)
                 payload, key = event_bytes(event), event.request_id
-            if len(payload) > self.settings.max_event_bytes:
+            if len(payload) > self._max_event_bytes:
                 raise InvalidEvent(
                     f"event {key} is {len(payload)} bytes, over the "
-                    f"{self.settings.max_event_bytes}-byte limit",
+                    f"{self._max_event_bytes}-byte limit",
                     reason="size",
                 )
         except (ValidationError, InvalidEvent) as exc:
@@ -109,16 +117,26 @@ class InferenceLogger:
                 raise
             self._warn(f"invalid inference log skipped: {exc}")
             return False
-        return self._produce(key.encode(), payload)
+        # One flat path for the common case: this runs once per request in the service.
+        try:
+            self._send(self.topic, payload, key)  # a str key is sent as its UTF-8 bytes
+        except BufferError:
+            if not self._produce_when_room(key, payload):
+                return False
+        next(self._enqueued)
+        self._poll(0)  # serves failure callbacks and error_cb; returns at once
+        return True
 
     @property
     def stats(self) -> LoggerStats:
         """A snapshot of the counters; ``delivered`` = enqueued − failed − still queued."""
         with self._lock:
             counts, last_error = dict(self._counts), self._last_error
+            enqueued = next(self._enqueued) - self._enqueued_reads
+            self._enqueued_reads += 1
         queued = len(self._producer)
-        delivered = max(counts["enqueued"] - counts["failed"] - queued, 0)
-        return LoggerStats(delivered=delivered, last_error=last_error, **counts)
+        delivered = max(enqueued - counts["failed"] - queued, 0)
+        return LoggerStats(enqueued, delivered, last_error=last_error, **counts)
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait up to ``timeout`` s for queued events; return how many are still queued."""
@@ -140,18 +158,7 @@ class InferenceLogger:
         return len(self._producer)
 
     # -- internals --------------------------------------------------------------------
-    def _produce(self, key: bytes, payload: bytes) -> bool:
-        try:
-            self._producer.produce(self.topic, payload, key)
-        except BufferError:
-            if not self._produce_when_room(key, payload):
-                return False
-        with self._lock:
-            self._counts["enqueued"] += 1
-        self._producer.poll(0)  # serves failure callbacks and error_cb; returns at once
-        return True
-
-    def _produce_when_room(self, key: bytes, payload: bytes) -> bool:
+    def _produce_when_room(self, key: str, payload: bytes) -> bool:
         """The local queue is full: wait up to ``block_ms`` for room, else drop and count."""
         deadline = time.monotonic() + self.settings.block_ms / 1000
         while (remaining := deadline - time.monotonic()) > 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import uuid
 
@@ -66,6 +67,28 @@ def test_invalid_event_is_counted_not_sent(kafka: KafkaSettings) -> None:
     strict = InferenceLogger(ProducerSettings(kafka=kafka), strict=True)
     with pytest.raises(InvalidEvent, match="request_id"):
         strict.log(request_id="", base_model="m", prompt="p", completion="c")
+
+
+def test_counts_stay_exact_with_many_threads_logging_and_reading(kafka: KafkaSettings) -> None:
+    # log() counts without a lock; stats reads in between must neither lose nor add any.
+    logger = InferenceLogger(ProducerSettings(kafka=kafka), strict=True)
+    reads: list[int] = []
+
+    def service(t: int) -> None:
+        for i in range(2_000):
+            logger.log(request_id=f"t{t}-{i}", base_model="m", prompt="p", completion="c")
+            if i % 100 == 0:
+                reads.append(logger.stats.enqueued)
+
+    threads = [threading.Thread(target=service, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert logger.flush(60) == 0
+    stats = logger.stats
+    assert (stats.enqueued, stats.delivered, stats.failed) == (8_000, 8_000, 0)
+    assert len(reads) == 80 and max(reads) <= 8_000
 
 
 def test_full_queue_drops_and_counts_instead_of_blocking(kafka: KafkaSettings) -> None:
