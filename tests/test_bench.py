@@ -53,6 +53,7 @@ def test_producer_pair_rows(kafka_bootstrap, tmp_path) -> None:
     assert [r.name for r in rows] == [
         "producer.throughput",
         "producer.throughput_prebuilt_event",
+        "producer.throughput_ceiling",
         "producer.call_p50",
         "producer.call_p99",
     ]

@@ -155,7 +155,9 @@ def test_bad_input_goes_to_the_dlq_and_good_input_is_counted_once(kafka, store, 
     for feature in ("embedding", "output_length", "ttr", "distinct2", "refusal"):
         assert _counted(store, feature) == len(good), feature
     assert store.query("SELECT count() FROM inference_logs FINAL").scalar() == len(good)
-    assert ctx.metrics.counters["sentryml_dlq_events_total"] == len(bad)
+    counters = ctx.metrics.counters
+    assert counters["sentryml_dlq_events_total"] == len(bad)
+    assert 0 < counters["sentryml_embed_seconds_total"] < counters["sentryml_batch_seconds_total"]
 
 
 def test_a_replayed_batch_is_not_counted_twice(kafka, store, store_settings, worker_env) -> None:

@@ -140,6 +140,7 @@ class BatchResult:
     rejected: list[Rejected] = field(default_factory=list)
     accepted: list[InferenceLog] = field(default_factory=list)
     skipped: int = 0
+    embed_seconds: float = 0.0  # embedding and binning the batch's prompts
     log_rows: list[dict[str, Any]] = field(default_factory=list)
     # (topic, partition) -> (first offset, last offset, events, Counter of CountKey)
     partitions: dict[tuple[str, int], tuple[int, int, int, Counter[CountKey]]] = field(
@@ -274,7 +275,9 @@ class IngestProcessor:
                 raise
             except Exception as exc:  # a bug must not lose the event: it goes to the DLQ
                 result.rejected.append(self._failed(record, "processing_error", exc))
+        started = time.perf_counter()
         bins = self._embedding_bins_each(fresh, result)
+        result.embed_seconds = time.perf_counter() - started
         for (record, event), embed_bin in zip(fresh, bins, strict=True):
             if embed_bin is None:
                 continue  # rejected by the embedder

@@ -156,6 +156,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         async for events in stream.noack_take(
             settings.ingest.batch_max, within=settings.ingest.batch_seconds
         ):
+            started = time.perf_counter()
             records = [raw_record(e) for e in events]
             # Processing reads flush_log and baselines: it waits for the store like a flush.
             result = await retry_forever(
@@ -164,6 +165,9 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             await handle(result)
             for event in events:
                 await stream.ack(event)
+            # Seconds per second = how busy this worker is, and how much of it is embedding.
+            ctx.metrics.inc("sentryml_batch_seconds_total", time.perf_counter() - started)
+            ctx.metrics.inc("sentryml_embed_seconds_total", result.embed_seconds)
             ctx.metrics.inc("sentryml_events_total", len(records))
             ctx.metrics.inc("sentryml_events_counted_total", len(result.accepted))
             ctx.metrics.inc("sentryml_events_skipped_replay_total", result.skipped)
