@@ -43,7 +43,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "producer": {"n_events": 50_000},
         "drift": {"sizes": (1_000_000, 10_000_000)},
-        "worker": {"n_events": 10_000, "rounds": 7},
+        "worker": {"n_events": 10_000, "rounds": 9},
         "latency": {"rate": 50.0, "seconds": 60.0},
     },
     "quick": {

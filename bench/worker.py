@@ -13,11 +13,12 @@ Pairs:
    consumer reading the same topic: aiokafka (the client library Faust uses — the
    physical limit of consuming through it) and, for reference, confluent-kafka;
 2. worker with MiniLM embedding vs raw ``SentenceTransformer.encode`` (batch size 64) on
-   the same prompts, in alternating rounds: the worker gets three 500-event batches at
+   the same prompts, in alternating rounds: the worker gets four 500-event batches at
    once and its steady rate is timed between its own ``flush_log`` inserts (see
-   :func:`round_robin`), then a fresh ``SentenceTransformer`` encodes the same 1,500
-   prompts while the worker sits idle. On a shared machine the load changes by the
-   minute; alternating makes both sides see it;
+   :func:`round_robin`), then a fresh ``SentenceTransformer`` encodes the same 2,000
+   prompts, 500 a call, while the worker sits idle. On a shared machine the load changes
+   by the minute; alternating makes both sides see it. The worker's own counters also
+   split its batch time into embedding and everything else;
 3. faster paths vs that MiniLM worker: the model2vec backend, the prompt cache on traffic
    where a share of requests repeats an earlier prompt (every other prompt unique), and
    embedding a 25 % sample.
@@ -30,7 +31,7 @@ timed from its first fetch to its last event. Prompts are unique unless a run sa
 otherwise (the synthetic generator repeats ~20 % of prompts exactly; those are dropped),
 so the prompt cache only helps where it is measured.
 
-Run alone: ``python -m bench.worker`` (starts a local broker; 2-6 minutes on 2 cores).
+Run alone: ``python -m bench.worker`` (starts a local broker; 6-10 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -373,7 +374,7 @@ def round_robin(
     *,
     rounds: int,
     chunk: int = 500,
-    batches: int = 3,
+    batches: int = 4,
     warm: int = 100,
 ) -> None:
     """Measure every side's steady rate on ``batches`` × ``chunk`` events per round, in
@@ -524,9 +525,9 @@ def run(
     bootstrap: str,
     *,
     n_events: int = 10_000,
-    rounds: int = 7,
+    rounds: int = 9,
     chunk: int = 500,
-    batches: int = 3,
+    batches: int = 4,
     repeat_rate: float = 0.3,
     sample_rate: float = 0.25,
     seed: int = 7,
@@ -708,7 +709,7 @@ def _round_extra(ours: Side, reference: Side) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     with kafka_broker() as bootstrap:
         rows = run(bootstrap, n_events=args.events, rounds=args.rounds)
