@@ -1,7 +1,7 @@
 """Producer SDK ``InferenceLogger.log()`` vs raw confluent-kafka ``produce`` of the same bytes.
 
 Both sides use the same librdkafka settings the SDK uses (idempotent, acks=all, lz4,
-``linger.ms`` 5) against the same real local broker and topic, and send the same events:
+``linger.ms`` 50) against the same real local broker and topic, and send the same events:
 realistic support-assistant requests (:mod:`workers.synthetic`).
 
 - ours, ``log(**fields)``: what an inference service calls — checks the fields and encodes
