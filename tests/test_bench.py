@@ -68,3 +68,24 @@ def test_producer_pair_rows(kafka_bootstrap, tmp_path) -> None:
     table = markdown_table(rows)
     assert md_path.read_text().count("\n| ") == len(rows) + 1  # header + one line per row
     assert table.splitlines()[0].startswith("| benchmark | ours | reference | ratio")
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_worker_round_robin_measures_both_sides_and_the_workers_own_split(
+    kafka_bootstrap, chdb_dir, monkeypatch
+) -> None:
+    import bench.common
+    from bench import worker
+
+    # chDB allows one folder per process: the benchmark's stores go in the session's.
+    monkeypatch.setattr(bench.common, "_CHDB_DIR", chdb_dir)
+    events = worker.unique_events(400, seed=5)
+    raw = worker.Side("raw-encode", events)
+    full = worker.Side("minilm", events, worker.fit("minilm"))
+    worker.round_robin(kafka_bootstrap, [raw, full], rounds=1, chunk=100, batches=3)
+    assert len(raw.rates) == len(full.rates) == 1
+    assert raw.rates[0] > 0 and full.rates[0] > 0
+    assert raw.outside == [] and len(full.outside) == 1
+    assert 0 < full.outside[0] < 1  # the worker's counters saw embedding and other work
+    assert full.median_round(raw) == (full.rates[0], raw.rates[0])
