@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +26,24 @@ def default_data_dir() -> Path:
     """Where embedded state lives when nothing is configured (XDG data dir)."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
     return Path(base) / "sentryml"
+
+
+#: Addresses that only this machine reaches.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def serve_password_file() -> Path:
+    """Where `sentryml store serve` keeps the password it generated (owner-only file)."""
+    return default_data_dir() / "store-password"
+
+
+def read_password_file(path: Path) -> str:
+    """The first line of a password file ("" when it is empty)."""
+    try:
+        lines = path.read_text().strip().splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read the store password file {path}: {exc}") from exc
+    return lines[0].strip() if lines else ""
 
 
 class _Section(BaseModel):
@@ -65,6 +84,23 @@ class StoreSettings(_Section):
     database: str = "sentryml"
     username: str = "default"
     password: SecretStr | None = None
+    password_file: Path | None = Field(
+        None,
+        description="File holding the password (e.g. the one `sentryml store serve` writes); "
+        "read when no password is given",
+    )
+
+    def secret(self) -> str:
+        """The password: ``password``, else ``password_file``'s first line, else the file that
+        `sentryml store serve` generated, for a store on this machine (loopback URL)."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        path = self.password_file
+        if path is None:
+            path = serve_password_file()
+            if urlsplit(self.url).hostname not in LOOPBACK_HOSTS or not path.is_file():
+                return ""
+        return read_password_file(path)
 
     @field_validator("database")
     @classmethod
@@ -376,6 +412,11 @@ class JudgeSettings(_Settings):
     # sampling
     sample_rate: float = Field(0.02, ge=0, le=1, description="Default share of traffic judged")
     allow_rate_override: bool = Field(False, description="Allow rates outside 0.01–0.05")
+    sample_salt: SecretStr | None = Field(
+        None,
+        description="Secret mixed into the sample hash (the same on every worker); without "
+        "it the judged request ids are predictable",
+    )
     models: dict[str, JudgeModelSettings] = Field(default_factory=dict)
     dimensions: tuple[JudgeDimension, ...] = ("format", "factual", "refusal")
     # calls

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -200,11 +201,16 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         svc.script("kafka_local", port=kafka_port)
         svc.script("llm_local", port=llm_port)
         store_dir = cfg.out_dir / "store"
+        # A password of this run's own: the endpoint admits no one without one.
+        store_login = {
+            "SENTRYML_STORE_USERNAME": "sentryml",
+            "SENTRYML_STORE_PASSWORD": secrets.token_urlsafe(24),
+        }
         svc.process(
             "store",
             [sys.executable, "-m", "streams.cli", "store", "serve", "--path", str(store_dir),
              "--port", str(store_port)],
-            {},
+            store_login,
         )  # fmt: skip
         kafka = KafkaSettings(
             bootstrap=f"127.0.0.1:{kafka_port}", topic_prefix=f"demo-{run_tag}.", partitions=3
@@ -213,7 +219,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         base_url = f"http://127.0.0.1:{llm_port}/v1"
         store = wait_until(
             "store endpoint",
-            lambda: _port_open(store_port) and _try_open(open_store, store_url),
+            lambda: _port_open(store_port) and _try_open(open_store, store_url, store_login),
             120,
             every=0.5,
         )
@@ -224,6 +230,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             "SENTRYML_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "SENTRYML_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
             "SENTRYML_STORE_URL": store_url,
+            **store_login,
+            "SENTRYML_JUDGE_SAMPLE_SALT": secrets.token_urlsafe(16),
             "SENTRYML_JUDGE_BASE_URL": base_url,
             "SENTRYML_JUDGE_MODEL": "smollm2-135m-instruct",
         }
@@ -428,12 +436,20 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _try_open(open_store: Any, url: str) -> Any:
+def _try_open(open_store: Any, url: str, login: dict[str, str]) -> Any:
+    from pydantic import SecretStr
+
     from streams.config import StoreSettings
     from workers.store.exceptions import StoreError
 
     try:
-        return open_store(StoreSettings(url=url))
+        return open_store(
+            StoreSettings(
+                url=url,
+                username=login["SENTRYML_STORE_USERNAME"],
+                password=SecretStr(login["SENTRYML_STORE_PASSWORD"]),
+            )
+        )
     except StoreError:
         return None
 

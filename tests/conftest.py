@@ -9,6 +9,7 @@ Every ``kafka`` settings object has its own topic prefix.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -92,7 +93,9 @@ def store(store_settings: StoreSettings) -> Iterator[object]:
         s.close()
 
 
-#: Users of the ``clickhouse_http_url`` endpoint: ``default`` writes, ``reader`` only reads.
+#: Users of the ``clickhouse_http_url`` endpoint: ``writer`` writes (a password made per
+#: test session), ``reader`` only reads.
+HTTP_WRITER = ("writer", secrets.token_urlsafe(16))
 HTTP_READER = ("reader", "reader-pw")
 
 
@@ -103,16 +106,28 @@ def clickhouse_http_url(chdb_dir: Path) -> Iterator[str]:
     No ClickHouse server binary installs here, so the clickhouse-connect backend is tested
     against this endpoint. It runs in this process over the same folder as the embedded
     store (chDB allows one folder per process; one folder shared in-process is fine).
-    Users: ``default`` (no password, writes) and :data:`HTTP_READER` (read-only).
+    Users: :data:`HTTP_WRITER` (writes) and :data:`HTTP_READER` (read-only). The writer's
+    credentials are put in the environment (``SENTRYML_STORE_USERNAME`` / ``_PASSWORD``), so
+    the processes a test starts log in as a deployment's worker would.
     """
     from workers.store.chdb_server import ChdbHTTPServer, ServeUser
 
-    users = [ServeUser("default"), ServeUser(*HTTP_READER, readonly=True)]
+    users = [ServeUser(*HTTP_WRITER), ServeUser(*HTTP_READER, readonly=True)]
     server = ChdbHTTPServer(chdb_dir, port=0, users=users).start()
+    os.environ["SENTRYML_STORE_USERNAME"], os.environ["SENTRYML_STORE_PASSWORD"] = HTTP_WRITER
     try:
         yield server.url
     finally:
         server.close()
+
+
+def http_writer_settings(url: str, database: str) -> StoreSettings:
+    """Store settings for the ``clickhouse_http_url`` endpoint, logged in as its writer."""
+    from pydantic import SecretStr
+
+    return StoreSettings(
+        url=url, database=database, username=HTTP_WRITER[0], password=SecretStr(HTTP_WRITER[1])
+    )
 
 
 def wait_for(

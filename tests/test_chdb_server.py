@@ -22,7 +22,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from pydantic import SecretStr
 
 from streams.config import StoreSettings
-from tests.conftest import HTTP_READER, REPO, _free_port, wait_for
+from tests.conftest import HTTP_READER, HTTP_WRITER, REPO, _free_port, wait_for
 from workers.store import open_store
 from workers.store.chdb_server import ServeUser, _split_insert, parse_user
 
@@ -31,17 +31,31 @@ def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
 
+def _client(url: str, **options: object) -> Client:
+    """clickhouse-connect logged in as the endpoint's writer."""
+    user, password = HTTP_WRITER
+    return clickhouse_connect.get_client(
+        port=_port(url), username=user, password=password, **options
+    )
+
+
 def _http(
     url: str,
     sql: str | bytes | None = None,
     params: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
     path: str = "/",
+    auth: tuple[str, str] | None = HTTP_WRITER,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One raw HTTP request: POST when there is a body, else GET."""
+    """One raw HTTP request: POST when there is a body, else GET; as ``auth`` (basic auth)
+    unless ``headers`` or ``params`` carry credentials of their own."""
     target = url + path + ("?" + urllib.parse.urlencode(params) if params else "")
     body = sql.encode() if isinstance(sql, str) else sql
-    request = urllib.request.Request(target, data=body, headers=headers or {})
+    headers = dict(headers or {})
+    own = {"Authorization", "X-ClickHouse-User"} & set(headers) or "user" in (params or {})
+    if auth is not None and not own:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    request = urllib.request.Request(target, data=body, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, dict(response.headers.items()), response.read()
@@ -61,9 +75,7 @@ def database(clickhouse_http_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def client(clickhouse_http_url: str, database: str) -> Iterator[Client]:
-    c = clickhouse_connect.get_client(
-        port=_port(clickhouse_http_url), database=database, autogenerate_session_id=False
-    )
+    c = _client(clickhouse_http_url, database=database, autogenerate_session_id=False)
     try:
         yield c
     finally:
@@ -88,7 +100,7 @@ def test_plain_http_like_curl(clickhouse_http_url: str) -> None:
 
 
 def test_errors_use_clickhouse_codes_text_and_status(clickhouse_http_url: str) -> None:
-    status, headers, body = _http(clickhouse_http_url, "SELECT * FROM no_such_table")
+    status, headers, body = _http(clickhouse_http_url, "SELECT * FROM system.no_such_table")
     assert status == 404
     assert headers["X-ClickHouse-Exception-Code"] == "60"
     assert body.startswith(b"Code: 60. DB::Exception: ")
@@ -102,9 +114,9 @@ def test_errors_use_clickhouse_codes_text_and_status(clickhouse_http_url: str) -
     assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "516")
     assert b"AUTHENTICATION_FAILED" in body
     # clickhouse-connect turns them into its DatabaseError, with the code.
-    c = clickhouse_connect.get_client(port=_port(clickhouse_http_url))
+    c = _client(clickhouse_http_url)
     with pytest.raises(DatabaseError) as info:
-        c.query("SELECT * FROM no_such_table")
+        c.query("SELECT * FROM system.no_such_table")
     assert info.value.code == 60  # type: ignore[attr-defined]
 
 
@@ -141,9 +153,8 @@ def test_native_inserts_keep_a_binary_body_that_starts_with_whitespace(
 def test_sessions_keep_state_and_nothing_leaks_without_one(
     clickhouse_http_url: str, database: str
 ) -> None:
-    port = _port(clickhouse_http_url)
-    session = clickhouse_connect.get_client(port=port, session_id=f"s-{uuid.uuid4().hex}")
-    stateless = clickhouse_connect.get_client(port=port, autogenerate_session_id=False)
+    session = _client(clickhouse_http_url, session_id=f"s-{uuid.uuid4().hex}")
+    stateless = _client(clickhouse_http_url, autogenerate_session_id=False)
     threads = "SELECT getSetting('max_threads')"
     default = stateless.command(threads)
 
@@ -161,8 +172,11 @@ def test_sessions_keep_state_and_nothing_leaks_without_one(
     session.command("CREATE TEMPORARY TABLE tmp (a UInt8)")
     session.command("INSERT INTO tmp VALUES (7)")
     assert session.command("SELECT sum(a) FROM tmp") == 7
+    # (In the session's database: chDB's default database is refused, see test_security.py.)
+    outside = _client(clickhouse_http_url, database=database, autogenerate_session_id=False)
     with pytest.raises(DatabaseError, match="tmp"):
-        stateless.command("SELECT sum(a) FROM tmp")
+        outside.command("SELECT sum(a) FROM tmp")
+    outside.close()
 
     status, headers, _ = _http(
         clickhouse_http_url, "SELECT 1", {"session_id": "never-made", "session_check": "1"}
@@ -187,8 +201,8 @@ def test_a_dedup_token_never_outlives_its_insert(client: Client) -> None:
 def test_compressed_bodies_and_form_encoded_parameters(
     clickhouse_http_url: str, database: str, compress: str
 ) -> None:
-    c = clickhouse_connect.get_client(
-        port=_port(clickhouse_http_url),
+    c = _client(
+        clickhouse_http_url,
         database=database,
         compress=compress,
         form_encode_query_params=True,
@@ -217,9 +231,11 @@ def test_insert_statement_splitting() -> None:
 
 def test_users_are_validated() -> None:
     assert parse_user("w:p:q") == ServeUser("w", "p:q")
-    assert parse_user("r", readonly=True) == ServeUser("r", "", readonly=True)
+    assert parse_user("r:x", readonly=True) == ServeUser("r", "x", readonly=True)
     with pytest.raises(ValueError, match="user name"):
         parse_user("bad name:x")
+    with pytest.raises(ValueError, match="has no password"):
+        parse_user("r", readonly=True)
 
 
 @pytest.mark.slow

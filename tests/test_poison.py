@@ -26,7 +26,7 @@ from streams.config import (
     WorkerSettings,
 )
 from streams.topics import Topics, create_topics
-from tests.conftest import wait_for
+from tests.conftest import http_writer_settings, wait_for
 from tests.faults import (
     TcpProxy,
     caught_up,
@@ -189,7 +189,7 @@ def test_a_store_outage_while_loading_a_baseline_is_retried_not_dead_lettered(
     the fix it sent the whole batch to the DLQ as ``embedding_error``."""
     endpoint = urlsplit(clickhouse_http_url)
     proxy = TcpProxy(endpoint.hostname or "127.0.0.1", endpoint.port or 8123).up()
-    remote = open_store(StoreSettings(url=proxy.url, database=store_settings.database))
+    remote = open_store(http_writer_settings(proxy.url, store_settings.database))
     proxy.down()  # baselines live behind a store that is now refusing connections
     processor = IngestProcessor(
         store, consumer_group="g", worker_id="w", baselines=BaselineCache(remote)

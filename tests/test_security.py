@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -33,7 +34,7 @@ from streams.config import (
 )
 from streams.producer import InferenceLogger
 from streams.topics import Topics, create_topics
-from tests.conftest import REPO, wait_for
+from tests.conftest import HTTP_READER, HTTP_WRITER, REPO, wait_for
 from tests.faults import (
     WorkerProcess,
     caught_up,
@@ -44,7 +45,7 @@ from tests.faults import (
     produce,
 )
 from tests.harness import running
-from workers.sampling import JudgeSampler
+from workers.sampling import JudgeSampler, should_judge
 
 MODEL = "support-bot-base"
 
@@ -590,3 +591,266 @@ def test_a_candidate_taught_to_comply_with_unsafe_requests_is_rejected_by_the_sa
     candidate = registry.get(MODEL, adapter_version_for(second.job_id))
     assert candidate is not None and candidate.status == "rejected"
     assert registry.get(MODEL, incumbent.version).status == "promoted"  # type: ignore[union-attr]
+
+
+# -- the shared store endpoint (`sentryml store serve`) --------------------------------------
+HOST_FILE = "/etc/hostname"
+
+
+def _post(
+    url: str,
+    sql: str,
+    *,
+    auth: tuple[str, str] | None = HTTP_WRITER,
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+) -> tuple[int, str]:
+    """A raw request the way a browser form or curl sends it (text/plain body)."""
+    import base64
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    hdrs = {"Content-Type": "text/plain", **(headers or {})}
+    if auth is not None:
+        hdrs["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    if method == "GET":
+        request = urllib.request.Request(
+            f"{url}/?{urllib.parse.urlencode({'query': sql})}", headers=hdrs
+        )
+    else:
+        request = urllib.request.Request(url + "/", data=sql.encode(), headers=hdrs)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode("utf-8", "replace")
+
+
+def _attacks(tmp: Path, db: str) -> list[str]:
+    """Statements that read or write the host's files or reach the network from SQL."""
+    return [
+        f"SELECT * FROM file('{HOST_FILE}', 'LineAsString')",
+        f"SELECT * FROM file/* hidden */ ( '{HOST_FILE}' , 'LineAsString' )",
+        f"SELECT * FROM default.`{HOST_FILE}`",
+        f"SELECT * FROM `{HOST_FILE}`",
+        "SELECT * FROM hostname",  # a file of the current directory, via chDB's default database
+        f"SELECT file('{HOST_FILE}')",
+        f"DESCRIBE TABLE file('{HOST_FILE}', 'LineAsString')",
+        f"SELECT * FROM {db}.t WHERE s IN (SELECT * FROM file('{HOST_FILE}', 'LineAsString'))",
+        "SELECT * FROM url('http://127.0.0.1:9/', 'LineAsString')",
+        "SELECT * FROM s3('http://127.0.0.1:9/bucket/key', 'LineAsString')",
+        "SELECT * FROM remote('127.0.0.1:9', system.one)",
+        "SELECT * FROM mysql('127.0.0.1:9', 'db', 't', 'u', 'p')",
+        "SELECT * FROM postgresql('127.0.0.1:9', 'db', 't', 'u', 'p')",
+        "SELECT * FROM executable('id', 'LineAsString', 's String')",
+        f"INSERT INTO FUNCTION file('{tmp}/written.txt', 'LineAsString') SELECT 'written by anyone'",
+        f"SELECT 'written by anyone' INTO OUTFILE '{tmp}/outfile.txt'",
+        f"INSERT INTO {db}.t FROM INFILE '{HOST_FILE}' FORMAT LineAsString",
+        f"CREATE TABLE {db}.f (s String) ENGINE = File(LineAsString, '{HOST_FILE}')",
+        f"CREATE TABLE {db}.u (s String) ENGINE = URL('http://127.0.0.1:9/', LineAsString)",
+        f"CREATE DATABASE fs_{db} ENGINE = Filesystem('/etc')",
+        f"CREATE DICTIONARY {db}.d (s String) PRIMARY KEY s "
+        f"SOURCE(FILE(path '{HOST_FILE}' format 'LineAsString')) LAYOUT(FLAT()) LIFETIME(0)",
+        f"ATTACH TABLE {db}.a FROM '{tmp}' (s String) ENGINE = MergeTree ORDER BY s",
+        f"SELECT 1; SELECT * FROM file('{HOST_FILE}', 'LineAsString')",
+    ]
+
+
+@pytest.fixture
+def endpoint_db(clickhouse_http_url: str) -> Iterator[str]:
+    name = f"sec_{uuid.uuid4().hex[:10]}"
+    assert _post(clickhouse_http_url, f"CREATE DATABASE {name}")[0] == 200
+    assert _post(clickhouse_http_url, f"CREATE TABLE {name}.t (s String) ENGINE = Memory")[0] == 200
+    try:
+        yield name
+    finally:
+        _post(clickhouse_http_url, f"DROP DATABASE IF EXISTS {name}")
+        _post(clickhouse_http_url, f"DROP DATABASE IF EXISTS fs_{name}")
+
+
+def test_no_user_reaches_the_hosts_files_or_the_network_through_sql(
+    clickhouse_http_url: str, endpoint_db: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Every attack is refused for the writer and the reader alike, before it runs."""
+    secret = Path(HOST_FILE).read_text().strip()
+    (tmp_path / "hostname").write_text(secret)  # what `FROM hostname` would read
+    monkeypatch.chdir(tmp_path)
+    for user in (HTTP_WRITER, HTTP_READER):
+        for sql in _attacks(tmp_path, endpoint_db):
+            status, body = _post(clickhouse_http_url, sql, auth=user)
+            assert status in (403, 400), (user[0], sql, status, body)
+            assert "ACCESS_DENIED" in body or "Multi-statements" in body or "READONLY" in body, (
+                sql,
+                body,
+            )
+            assert secret not in body.replace("Code:", ""), (sql, body)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hostname"]  # nothing written
+    tables = _post(clickhouse_http_url, f"SHOW TABLES FROM {endpoint_db}")[1].split()
+    assert tables == ["t"]
+    assert _post(clickhouse_http_url, f"SELECT count() FROM {endpoint_db}.t")[1] == "0\n"
+
+
+def test_a_request_without_credentials_is_refused_before_its_sql_runs(
+    clickhouse_http_url: str, endpoint_db: str
+) -> None:
+    """What a web page can send to a local port without CORS: a plain-text POST."""
+    status, body = _post(clickhouse_http_url, f"DROP TABLE {endpoint_db}.t", auth=None)
+    assert status == 401 and "REQUIRED_PASSWORD" in body
+    status, body = _post(
+        clickhouse_http_url, f"DROP TABLE {endpoint_db}.t", auth=(HTTP_WRITER[0], "guess")
+    )
+    assert status == 403 and "AUTHENTICATION_FAILED" in body
+    assert _post(clickhouse_http_url, f"EXISTS TABLE {endpoint_db}.t")[1] == "1\n"
+
+
+def test_a_cross_origin_request_is_refused_even_with_credentials(
+    clickhouse_http_url: str, endpoint_db: str, chdb_dir: Path
+) -> None:
+    sql = f"INSERT INTO {endpoint_db}.t VALUES ('from a web page')"
+    status, body = _post(clickhouse_http_url, sql, headers={"Origin": "https://evil.example"})
+    assert status == 403 and "web origin" in body
+    assert _post(clickhouse_http_url, f"SELECT count() FROM {endpoint_db}.t")[1] == "0\n"
+    # An origin the operator allowed (e.g. a Grafana in the browser) gets through.
+    from workers.store.chdb_server import ChdbEngine, ServeUser
+
+    engine = ChdbEngine(
+        chdb_dir, [ServeUser(*HTTP_WRITER)], allowed_origins=["https://grafana.example/"]
+    )
+    try:
+        import base64
+
+        auth = "Basic " + base64.b64encode(":".join(HTTP_WRITER).encode()).decode()
+        headers = {"Origin": "https://grafana.example", "Authorization": auth}
+        assert engine.handle("POST", "/", headers, sql.encode()).status == 200
+        headers["Origin"] = "https://grafana.example.evil.example"
+        assert engine.handle("POST", "/", headers, sql.encode()).status == 403
+    finally:
+        engine.close()
+    assert _post(clickhouse_http_url, f"SELECT count() FROM {endpoint_db}.t")[1] == "1\n"
+
+
+def test_read_only_users_and_get_requests_can_only_read(
+    clickhouse_http_url: str, endpoint_db: str
+) -> None:
+    """readonly = 1, as a ClickHouse server gives a GET: no writes, no DDL, no settings."""
+    writes = [
+        f"INSERT INTO {endpoint_db}.t VALUES ('x')",
+        f"CREATE TABLE {endpoint_db}.n (a UInt8) ENGINE = Memory",
+        f"DROP TABLE {endpoint_db}.t",
+        "SET readonly = 0",
+    ]
+    for sql in writes:
+        for auth, method in ((HTTP_READER, "POST"), (HTTP_READER, "GET"), (HTTP_WRITER, "GET")):
+            status, body = _post(clickhouse_http_url, sql, auth=auth, method=method)
+            assert (status, "READONLY" in body) == (403, True), (auth[0], method, sql, body)
+    # No settings changes either (readonly = 2 allowed them).
+    status, body = _post(clickhouse_http_url + "/?max_threads=1&x=", "SELECT 1", auth=HTTP_READER)
+    assert status == 403 and "READONLY" in body
+    assert _post(clickhouse_http_url, f"SHOW TABLES FROM {endpoint_db}", auth=HTTP_READER) == (
+        200,
+        "t\n",
+    )
+    assert _post(clickhouse_http_url, "SELECT 1", auth=HTTP_READER, method="GET") == (200, "1\n")
+
+
+@pytest.mark.slow
+def test_store_serve_with_its_defaults_is_closed_to_everyone_without_the_password(
+    tmp_path: Path,
+) -> None:
+    """The issue's "as tried": `sentryml store serve --port P` with its defaults, then curl."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTRYML_STORE_")}
+    env.update({"XDG_DATA_HOME": str(tmp_path / "xdg"), "PYTHONPATH": str(REPO)})
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "store", "serve", "--path", str(tmp_path / "chdb"),
+         "--port", str(port)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+    def curl(*args: str) -> str:
+        done = subprocess.run(
+            ["curl", "-s", "-w", "\n%{http_code}", *args, url + "/"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        return done.stdout
+
+    try:
+        wait_for(lambda: server.poll() is None and "200" in curl("-o", "/dev/null"), 90)
+        password_file = tmp_path / "xdg" / "sentryml" / "store-password"
+        assert password_file.stat().st_mode & 0o777 == 0o600
+        password = password_file.read_text().strip()
+        assert len(password) >= 24
+        secret = Path(HOST_FILE).read_text().strip()
+        read = f"SELECT * FROM file('{HOST_FILE}','LineAsString')"
+        write = f"INSERT INTO FUNCTION file('{tmp_path}/x.txt','LineAsString') SELECT 'anyone'"
+        for sql in (read, write):
+            out = curl("-H", "Content-Type: text/plain", "--data-binary", sql)
+            assert out.endswith("\n401") and "REQUIRED_PASSWORD" in out, out
+            out = curl("-u", f"default:{password}", "--data-binary", sql)
+            assert out.endswith("\n403") and "ACCESS_DENIED" in out, out
+            assert secret not in out.replace("Code:", "")
+        assert not (tmp_path / "x.txt").exists()
+        # The tools on this machine log in by themselves, from the owner-only file.
+        sql = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "sql", "SELECT 40 + 2 AS n", "-f", "json"],
+            cwd=REPO, env={**env, "SENTRYML_STORE_URL": url}, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert sql.returncode == 0 and '"n": 42' in sql.stdout, sql.stdout + sql.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=60)[0]
+    assert str(password_file) in output  # told where the password is, never the password
+    assert password not in output
+
+
+# -- the judge sample ----------------------------------------------------------------------
+def test_a_client_choosing_its_request_ids_cannot_dodge_a_salted_judge_sample() -> None:
+    """Without a salt anyone computes which ids are judged; with one, chosen ids are judged
+    at the configured rate like any others."""
+    rate = 0.05
+    dodging = [f"req-{i}" for i in range(20_000) if not should_judge(f"req-{i}", rate)][:2_000]
+    logs = [
+        InferenceLog(request_id=rid, base_model=MODEL, prompt="p", completion="c")
+        for rid in dodging
+    ]
+    open_usage = {"usage": lambda now: {}}
+    unsalted = JudgeSampler(JudgeSettings(sample_rate=rate), **open_usage)
+    assert unsalted.select(logs) == []  # the attack works without a salt
+    salted = JudgeSampler(
+        JudgeSettings(sample_rate=rate, sample_salt="a-secret-shared-by-the-workers"), **open_usage
+    )
+    judged = len(salted.select(logs))
+    # Binomial(2000, 0.05): mean 100, sd 9.7; the ids and salt are fixed, so this is exact.
+    assert 60 <= judged <= 140, judged
+
+
+# -- injection detection on attacks it was not written for -----------------------------------
+def _split(name: str) -> tuple[list[str], list[str]]:
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / name).open()]
+    return (
+        [r["text"] for r in rows if r["label"] == "injection"],
+        [r["text"] for r in rows if r["label"] == "benign"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("split", "min_caught", "max_false"),
+    # The test split was written apart from the detector and never tuned on: its numbers
+    # (docs/reliability.md) are the honest ones; the dev split is what the rules were
+    # improved against. Both are pinned so that a change that loses attacks fails.
+    [("injection_test.jsonl", 42, 1), ("injection_dev.jsonl", 56, 0)],
+)
+def test_injection_detector_recall_and_false_positives_on_held_out_completions(
+    split: str, min_caught: int, max_false: int
+) -> None:
+    from workers.judge_prompts import detect_injection
+
+    attacks, benign = _split(split)
+    assert len(attacks) >= 40 and len(benign) >= 40
+    caught = sum(bool(detect_injection(t)) for t in attacks)
+    false = [t for t in benign if detect_injection(t)]
+    assert caught >= min_caught, f"{caught}/{len(attacks)} injections caught"
+    assert len(false) <= max_false, false

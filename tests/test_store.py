@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from schemas.events import Alert
 from streams.config import StoreSettings
-from tests.conftest import HTTP_READER
+from tests.conftest import HTTP_READER, http_writer_settings
 from workers.store import (
     InvalidStoreURL,
     QueryFailed,
@@ -46,7 +46,7 @@ def backend_settings(
     if request.param == "chdb":
         return store_settings
     url = request.getfixturevalue("clickhouse_http_url")
-    return StoreSettings(url=url, database=store_settings.database)
+    return http_writer_settings(url, store_settings.database)
 
 
 @pytest.fixture
@@ -269,9 +269,7 @@ def test_both_backends_share_one_folder(
     """What the worker writes in-process, `sentryml sql` reads over HTTP, and back."""
     with (
         open_store(store_settings) as embedded,
-        open_store(
-            StoreSettings(url=clickhouse_http_url, database=store_settings.database)
-        ) as http,
+        open_store(http_writer_settings(clickhouse_http_url, store_settings.database)) as http,
     ):
         try:
             assert embedded.migrate() != []
@@ -290,7 +288,7 @@ def test_both_backends_share_one_folder(
 def test_read_only_user_reads_but_cannot_write(
     store_settings: StoreSettings, clickhouse_http_url: str
 ) -> None:
-    writer_settings = StoreSettings(url=clickhouse_http_url, database=store_settings.database)
+    writer_settings = http_writer_settings(clickhouse_http_url, store_settings.database)
     name, password = HTTP_READER
     reader_settings = writer_settings.model_copy(
         update={"username": name, "password": SecretStr(password)}

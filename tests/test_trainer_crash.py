@@ -22,7 +22,7 @@ import pytest
 from schemas.events import RetrainRequest
 from streams.config import KafkaSettings
 from streams.topics import Topics, create_topics
-from tests.conftest import REPO, wait_for
+from tests.conftest import HTTP_WRITER, REPO, wait_for
 from tests.test_trainer import (
     MODEL,
     TINY_GOLDEN,
@@ -85,6 +85,8 @@ def test_trainer_killed_mid_job_finishes_it_after_restart_with_one_registry_entr
         "SENTRYML_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "SENTRYML_STORE_URL": clickhouse_http_url,
         "SENTRYML_STORE_DATABASE": store_settings.database,
+        "SENTRYML_STORE_USERNAME": HTTP_WRITER[0],
+        "SENTRYML_STORE_PASSWORD": HTTP_WRITER[1],
         "SENTRYML_ADAPTERS_DIR": str(tmp_path / "adapters"),
         "SENTRYML_CONFIG_FILE": str(config),
         "SENTRYML_CONSUMER_GROUP": group,

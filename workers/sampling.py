@@ -15,6 +15,7 @@ its daily budget; one ``judge_budget`` alert says so.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,13 +32,20 @@ log = logging.getLogger(__name__)
 _BUCKETS = 10_000
 
 
-def should_judge(request_id: str, rate: float) -> bool:
+def should_judge(request_id: str, rate: float, salt: str = "") -> bool:
     """True when ``request_id`` falls in the judged ``rate`` share of traffic.
 
-    ``sha256(request_id) mod 10_000 < rate * 10_000``: uniform over ids, identical on every
-    worker and replay, and nested (a request judged at 2% is also judged at 5%).
+    ``sha256(request_id) mod 10_000 < rate * 10_000``, or with a ``salt``
+    ``HMAC-SHA256(salt, request_id)``: uniform over ids, identical on every worker and
+    replay, and nested (a request judged at 2% is also judged at 5%). Without a salt anyone
+    can compute which ids are judged, so a client that picks its request ids can dodge the
+    judge; with one (SENTRYML_JUDGE_SAMPLE_SALT, the same on every worker) nobody can.
     """
-    digest = hashlib.sha256(request_id.encode("utf-8")).hexdigest()
+    data = request_id.encode("utf-8")
+    if salt:
+        digest = hmac.new(salt.encode("utf-8"), data, hashlib.sha256).hexdigest()
+    else:
+        digest = hashlib.sha256(data).hexdigest()
     return int(digest, 16) % _BUCKETS < rate * _BUCKETS
 
 
@@ -104,6 +112,13 @@ class JudgeSampler:
                     where=f"models[{name!r}].sample_rate",
                 )
         self.settings = settings
+        self._salt = settings.sample_salt.get_secret_value() if settings.sample_salt else ""
+        if not self._salt:
+            log.warning(
+                "judge sample: no SENTRYML_JUDGE_SAMPLE_SALT, so which requests are judged is "
+                "predictable from their ids (a client choosing its ids can avoid the judge); "
+                "set the same secret salt on every worker"
+            )
         self._read_usage: Callable[[datetime], dict[str, DailyUsage]] = (
             usage if usage is not None else (lambda at: daily_usage(store, at))  # type: ignore[arg-type]
         )
@@ -218,7 +233,7 @@ class JudgeSampler:
         chosen = []
         for event in events:
             model = event.base_model
-            if not should_judge(event.request_id, self.rate_for(model)):
+            if not should_judge(event.request_id, self.rate_for(model), self._salt):
                 continue
             if model not in open_models:
                 open_models[model] = self.budget_open(model)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from typing import Any
 
 import typer
@@ -10,12 +12,15 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.config import (
+    LOOPBACK_HOSTS,
     JudgeSettings,
     ProducerSettings,
     StoreSettings,
     TrainerSettings,
     WorkerSettings,
+    read_password_file,
     redacted,
+    serve_password_file,
 )
 
 console = Console()
@@ -84,8 +89,9 @@ def register(app: typer.Typer) -> None:
             [],
             "--user",
             envvar="SENTRYML_SERVE_USERS",
-            help="NAME:PASSWORD of a user who may write (repeatable). "
-            "Default: user 'default' without a password.",
+            help="NAME:PASSWORD of a user who may write (repeatable). Default: the user "
+            "SENTRYML_STORE_USERNAME with SENTRYML_STORE_PASSWORD (or _PASSWORD_FILE); without "
+            "either, a password is generated once and kept in an owner-only file.",
         ),
         readonly_user: list[str] = typer.Option(
             [],
@@ -93,40 +99,57 @@ def register(app: typer.Typer) -> None:
             envvar="SENTRYML_SERVE_READONLY_USERS",
             help="NAME:PASSWORD of a user who may only read (repeatable).",
         ),
+        allow_origin: list[str] = typer.Option(
+            [],
+            "--allow-origin",
+            envvar="SENTRYML_SERVE_ALLOWED_ORIGINS",
+            help="Web origin (https://grafana.example) whose browser requests are accepted "
+            "(repeatable); requests from any other web page are refused.",
+        ),
     ) -> None:
         """Share one embedded (chDB) store between processes on this machine.
 
         chDB lets one process open a data folder: this one opens it and speaks ClickHouse HTTP.
+        Every request needs a user and password; nothing in SQL reaches the host's files or
+        the network.
 
         Point the worker, trainer and `sentryml sql` at SENTRYML_STORE_URL=http://127.0.0.1:8123.
 
         For real deployments use a ClickHouse server.
         """
-        from workers.store.chdb_server import ChdbHTTPServer, parse_user, serve
+        from workers.store.chdb_server import ChdbHTTPServer, ServeUser, parse_user, serve
 
+        settings = store_settings()
         if path is None:
-            url = store_settings().url
-            if not url.startswith("chdb://"):
+            if not settings.url.startswith("chdb://"):
                 raise typer.BadParameter(
-                    f"the store URL is {url}, not chdb://...: give the folder with --path"
+                    f"the store URL is {settings.url}, not chdb://...: give the folder with --path"
                 )
-            path = url.removeprefix("chdb://")
-        users = [parse_user(u) for u in user] + [
-            parse_user(u, readonly=True) for u in readonly_user
-        ]
-        if not users:
-            users = [parse_user("default")]
-        if host not in ("127.0.0.1", "localhost", "::1") and any(not u.password for u in users):
-            console.print(f"[yellow]warning: serving on {host} with a passwordless user[/]")
+            path = settings.url.removeprefix("chdb://")
+        try:
+            users = [parse_user(u) for u in user] + [
+                parse_user(u, readonly=True) for u in readonly_user
+            ]
+            if not user:
+                users.insert(0, ServeUser(settings.username, writer_password(settings)))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        if host not in LOOPBACK_HOSTS:
+            console.print(
+                f"[yellow]listening on {host}: other machines can reach this endpoint (plain "
+                "HTTP, no TLS); every request needs a user's password[/]"
+            )
 
         def ready(server: ChdbHTTPServer) -> None:
             console.print(
                 f"serving the chDB folder {server.engine.path} at {server.url} "
-                f"(ClickHouse HTTP); use SENTRYML_STORE_URL={server.url}. Ctrl-C stops."
+                f"(ClickHouse HTTP) for users {', '.join(u.name for u in users)}; use "
+                f"SENTRYML_STORE_URL={server.url}. Ctrl-C stops.",
+                soft_wrap=True,
             )
 
         try:
-            serve(path, host, port, users, on_ready=ready)
+            serve(path, host, port, users, on_ready=ready, allowed_origins=allow_origin)
         except OSError as exc:  # the port is taken, or the address is not ours
             raise typer.BadParameter(f"cannot listen on {host}:{port}: {exc}") from exc
 
@@ -149,3 +172,29 @@ def register(app: typer.Typer) -> None:
 def store_settings() -> StoreSettings:
     """The store section as the worker reads it from the environment."""
     return WorkerSettings().store
+
+
+def writer_password(settings: StoreSettings) -> str:
+    """The writer's password for `store serve`: configured, or generated once into a file.
+
+    The file (SENTRYML_STORE_PASSWORD_FILE, default ~/.local/share/sentryml/store-password)
+    is created readable by its owner only; clients on this machine read it by themselves.
+    """
+    if settings.password is not None:
+        return settings.password.get_secret_value()
+    path = settings.password_file or serve_password_file()
+    if path.is_file() and (known := read_password_file(path)):
+        return known
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    password = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(password + "\n")
+    os.chmod(path, 0o600)
+    console.print(
+        f"generated a password for store user {settings.username!r} in {path} (readable by "
+        "you only); `sentryml` commands on this machine read it from there, other clients "
+        f"log in as {settings.username!r} with it",
+        soft_wrap=True,
+    )
+    return password

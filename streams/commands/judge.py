@@ -122,6 +122,7 @@ def register(app: typer.Typer) -> None:
         from workers.sampling import should_judge
 
         settings = JudgeSettings()
+        salt = settings.sample_salt.get_secret_value() if settings.sample_salt else ""
         own = settings.models.get(base_model or "")
         chosen = rate
         if chosen is None:
@@ -130,5 +131,5 @@ def register(app: typer.Typer) -> None:
             )
         print_table(
             ["request_id", "rate", "judged"],
-            [(rid, chosen, should_judge(rid, chosen)) for rid in request_ids],
+            [(rid, chosen, should_judge(rid, chosen, salt)) for rid in request_ids],
         )

@@ -175,7 +175,7 @@ def open_store(target: StoreSettings | str | None = None) -> Store:
             url,
             settings.database,
             username=settings.username,
-            password=settings.password.get_secret_value() if settings.password else "",
+            password=settings.secret(),
         )
     raise InvalidStoreURL(
         f"store URL {url!r} not understood: use chdb:///path/to/folder or http://host:8123"

@@ -17,8 +17,13 @@ What it speaks (ClickHouse's HTTP interface, the parts clients use):
   query-level setting (``insert_deduplication_token`` ...). Form-encoded (multipart)
   queries and parameters. ``Content-Encoding`` gzip, deflate, lz4, zstd on request bodies.
 - Users through HTTP basic auth, ``X-ClickHouse-User``/``X-ClickHouse-Key`` or the
-  ``user``/``password`` parameters; read-only users run with ``readonly = 2`` (they may
-  change settings, never write or run DDL).
+  ``user``/``password`` parameters; every request needs them (no anonymous user, no user
+  without a password), checked before the request is parsed. Read-only users and GET
+  requests run with ``readonly = 1`` (no writes, no DDL, no settings changes). Requests
+  with an ``Origin`` header (a web page) are refused unless that origin is allowed.
+- What reaches the host or the network (``file()``, ``url()``, ``INTO OUTFILE``, the
+  ``default`` database's file overlay, ...) is refused for every user:
+  :mod:`workers.store.sql_guard` has the allow and deny lists.
 - Responses carry ``X-ClickHouse-Query-Id``, ``-Format``, ``-Timezone``, ``-Summary``;
   errors use ClickHouse's text (``Code: N. DB::Exception: ... (NAME)``), its
   ``X-ClickHouse-Exception-Code`` header and HTTP status, so clients raise their usual
@@ -28,9 +33,11 @@ Not a ClickHouse server: statements run one at a time (chDB calls are serialized
 are buffered before they are sent, there is no TLS, response compression, progress headers,
 external data or cluster DDL.
 
->>> server = ChdbHTTPServer("/tmp/sentryml-serve", port=0).start()     # doctest: +SKIP
+>>> users = [ServeUser("writer", "s3cret")]                             # doctest: +SKIP
+>>> server = ChdbHTTPServer("/tmp/sentryml-serve", port=0, users=users).start()  # doctest: +SKIP
 >>> import clickhouse_connect                                          # doctest: +SKIP
->>> clickhouse_connect.get_client(port=server.port).command("SELECT 1")  # doctest: +SKIP
+>>> clickhouse_connect.get_client(port=server.port, username="writer",
+...                               password="s3cret").command("SELECT 1")  # doctest: +SKIP
 1
 >>> server.close()                                                     # doctest: +SKIP
 """
@@ -61,6 +68,7 @@ import chdb.session
 
 from workers.store.chdb_backend import chdb_folder, open_error
 from workers.store.exceptions import StoreUnavailable
+from workers.store.sql_guard import ast_lines, extra_statement, refusal, skip_quoted
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +138,19 @@ _BAD_REQUEST = frozenset(
     }
 )  # fmt: skip
 _CODE = re.compile(r"Code: (\d+)\. ")
+_VERDICT_CACHE = 1024  # statements whose guard verdict is remembered (the worker repeats its own)
 _ERROR_NAME = re.compile(r"\(([A-Z][A-Z0-9_]+)\)(?: \(version [^)]*\))?\s*$")
 
 
 @dataclass(frozen=True)
 class ServeUser:
-    """A user of the endpoint: a writer, or a reader limited to ClickHouse ``readonly = 2``."""
+    """A user of the endpoint: a writer, or a reader limited to ClickHouse ``readonly = 1``.
+
+    Every user has a password: the endpoint has no anonymous or passwordless access.
+    """
 
     name: str
-    password: str = field(default="", repr=False)
+    password: str = field(repr=False)
     readonly: bool = False
 
     def __post_init__(self) -> None:
@@ -147,10 +159,15 @@ class ServeUser:
                 f"user name {self.name!r} must start with a letter or _ and hold only "
                 "letters, digits, '_', '.', '@', '-'"
             )
+        if not self.password:
+            raise ValueError(
+                f"user {self.name!r} has no password: give NAME:PASSWORD (every user of the "
+                "endpoint needs one)"
+            )
 
 
 def parse_user(spec: str, readonly: bool = False) -> ServeUser:
-    """``"NAME:PASSWORD"`` (or ``"NAME"`` for no password) as a :class:`ServeUser`.
+    """``"NAME:PASSWORD"`` as a :class:`ServeUser` (a missing password is an error).
 
     >>> parse_user("reader:s3cret", readonly=True)
     ServeUser(name='reader', readonly=True)
@@ -209,23 +226,6 @@ class _Statement:
     data: bytes = b""
 
 
-def _skip_quoted(text: bytes, i: int) -> int:
-    quote = text[i]
-    i += 1
-    while i < len(text):
-        c = text[i]
-        if c == 0x5C:  # backslash escapes the next byte
-            i += 2
-            continue
-        if c == quote:
-            if i + 1 < len(text) and text[i + 1] == quote:  # doubled quote
-                i += 2
-                continue
-            return i + 1
-        i += 1
-    return i
-
-
 def _word_at(text: bytes, i: int) -> bytes:
     j = i
     while j < len(text) and (chr(text[j]).isalnum() or text[j] == 0x5F):
@@ -249,7 +249,7 @@ def _split_insert(full: bytes) -> _Statement | None:
     while i < n:
         c = head[i]
         if c in b"'\"`":
-            i = _skip_quoted(head, i)
+            i = skip_quoted(head, i)
         elif head.startswith(b"--", i) or c == 0x23:  # -- and # comments
             end = head.find(b"\n", i)
             i = n if end < 0 else end + 1
@@ -369,8 +369,9 @@ class ChdbEngine:
     def __init__(
         self,
         path: str | Path,
-        users: Iterable[ServeUser] | None = None,
+        users: Iterable[ServeUser],
         *,
+        allowed_origins: Iterable[str] = (),
         max_sessions: int = 256,
         max_session_timeout_s: float = 3600.0,
     ) -> None:
@@ -378,19 +379,21 @@ class ChdbEngine:
             raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
         if max_session_timeout_s <= 0:
             raise ValueError(f"max_session_timeout_s must be > 0, got {max_session_timeout_s}")
-        given = list(users or [ServeUser("default")])
+        given = list(users)
         if not given:
-            raise ValueError("at least one user is needed")
+            raise ValueError("at least one user (with a password) is needed")
         self.users = {u.name: u for u in given}
         if len(self.users) != len(given):
             raise ValueError("user names must be unique")
         self.path, options = chdb_folder(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        self.allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins)
         self.max_sessions = max_sessions
         self.max_session_timeout_s = max_session_timeout_s
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, str], _Conn] = {}
         self._pool: dict[bool, _Conn | None] = {}
+        self._verdicts: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
         self._hostname = socket.gethostname()
         try:
             # The anchor keeps chDB's embedded server (and the folder lock) up between requests.
@@ -426,19 +429,22 @@ class ChdbEngine:
                 )
             if method not in ("GET", "POST", "HEAD"):
                 raise ClickHouseError(0, "", f"method {method} is not allowed", status=405)
+            if method in ("GET", "HEAD") and not body and "query" not in params:
+                return Reply(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
+            # Before anything of the request is parsed: a page in a browser can POST to a
+            # local port without CORS, but it sends its Origin and knows no password.
+            self._check_origin(hdrs)
+            user = self._authenticate(hdrs, params)
             body = _decompress(hdrs.get("content-encoding", ""), body)
             ctype = hdrs.get("content-type", "")
             if ctype.lower().startswith("multipart/form-data"):
                 params.update(_form_fields(ctype, body))
                 body = b""
-            user = self._authenticate(hdrs, params)
             query = params.get("query", "").encode("utf-8")
             full = query + b"\n" + body if query and body else query or body
             if not full.strip():
-                if method in ("GET", "HEAD"):
-                    return Reply(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
                 raise ClickHouseError(62, "SYNTAX_ERROR", "Empty query")
-            # A GET can only read, as on ClickHouse (readonly = 2 for the query).
+            # A GET can only read, as on ClickHouse (readonly = 1 for the query).
             readonly = user.readonly or method != "POST"
             reply = self._execute(user, readonly, params, full)
             reply.headers = {**base, **reply.headers}
@@ -462,8 +468,18 @@ class ChdbEngine:
             headers["X-ClickHouse-Exception-Code"] = str(err.code)
         return Reply(err.status, (text + "\n").encode("utf-8"), headers)
 
+    def _check_origin(self, hdrs: Mapping[str, str]) -> None:
+        origin = hdrs.get("origin")
+        if origin is not None and origin.rstrip("/") not in self.allowed_origins:
+            raise ClickHouseError(
+                497,
+                "ACCESS_DENIED",
+                f"requests from the web origin {origin[:100]!r} are refused; allow it with "
+                "`sentryml store serve --allow-origin ORIGIN`",
+            )
+
     def _authenticate(self, hdrs: Mapping[str, str], params: Mapping[str, str]) -> ServeUser:
-        name, password = "default", ""
+        name, password = "", ""
         auth = hdrs.get("authorization", "")
         if auth.lower().startswith("basic "):
             try:
@@ -480,6 +496,13 @@ class ChdbEngine:
             name, password = hdrs["x-clickhouse-user"], hdrs.get("x-clickhouse-key", "")
         elif "user" in params:
             name, password = params["user"], params.get("password", "")
+        if not name:
+            raise ClickHouseError(
+                194,
+                "REQUIRED_PASSWORD",
+                "this endpoint needs credentials: HTTP basic auth or the X-ClickHouse-User / "
+                "X-ClickHouse-Key headers (SENTRYML_STORE_USERNAME / SENTRYML_STORE_PASSWORD)",
+            )
         user = self.users.get(name)
         if user is None or not hmac.compare_digest(user.password.encode(), password.encode()):
             raise ClickHouseError(
@@ -513,6 +536,12 @@ class ChdbEngine:
                 ) from exc
         bound = {k[len("param_") :]: v for k, v in params.items() if k.startswith("param_")}
         settings = self._settings(params)
+        if readonly and settings:
+            raise ClickHouseError(
+                164,
+                "READONLY",
+                f"{user.name}: Cannot modify '{next(iter(settings))}' setting in readonly mode",
+            )
         database = params.get("database", "")
         default_format = params.get("default_format", "TabSeparated")
         session_id = params.get("session_id", "")
@@ -569,8 +598,29 @@ class ChdbEngine:
             self._pool[readonly] = conn
         return conn
 
-    @staticmethod
-    def _run(conn: _Conn, statement: _Statement, bound: dict[str, str], fmt: str) -> Reply:
+    def _guard(self, conn: _Conn, statement: _Statement, bound: dict[str, str]) -> None:
+        """Refuse what reaches the host or the network (:mod:`workers.store.sql_guard`)."""
+        sql = statement.sql
+        if statement.insert_format is not None:
+            sql = f"{sql} FORMAT {statement.insert_format}"
+        if extra_statement(sql):
+            raise ClickHouseError(62, "SYNTAX_ERROR", "Multi-statements are not allowed")
+        key = (sql, conn.db, tuple(sorted(bound.items())))
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            try:
+                ast = conn.session.query("EXPLAIN AST " + sql, "TSVRaw", params=bound)
+            except RuntimeError as exc:
+                raise _from_chdb(exc) from exc
+            verdict = refusal(ast_lines(ast.bytes().decode("utf-8", "replace")), conn.db) or ""
+            if len(self._verdicts) >= _VERDICT_CACHE:
+                self._verdicts.pop(next(iter(self._verdicts)))
+            self._verdicts[key] = verdict
+        if verdict:
+            raise ClickHouseError(497, "ACCESS_DENIED", verdict)
+
+    def _run(self, conn: _Conn, statement: _Statement, bound: dict[str, str], fmt: str) -> Reply:
+        self._guard(conn, statement, bound)
         started = time.perf_counter()
         try:
             if statement.insert_format is not None:
@@ -666,7 +716,8 @@ class _Conn:
         self.session = chdb.session.Session(str(path))
         self.readonly = readonly
         if readonly:
-            self.session.query("SET readonly = 2")
+            # As a ClickHouse server runs GET requests: no writes, no settings changes.
+            self.session.query("SET readonly = 1")
         self.own_db = self.db = "default"
         self.overrides: dict[str, tuple[str, str]] = {}
         self.own_settings_default = True  # no SET statement has run here
@@ -824,7 +875,8 @@ class ChdbHTTPServer:
         host: str = "127.0.0.1",
         port: int = 8123,
         *,
-        users: Iterable[ServeUser] | None = None,
+        users: Iterable[ServeUser],
+        allowed_origins: Iterable[str] = (),
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         max_sessions: int = 256,
     ) -> None:
@@ -832,7 +884,9 @@ class ChdbHTTPServer:
             raise ValueError(f"port must be in [0, 65535], got {port}")
         if max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
-        self.engine = ChdbEngine(path, users, max_sessions=max_sessions)
+        self.engine = ChdbEngine(
+            path, users, allowed_origins=allowed_origins, max_sessions=max_sessions
+        )
         handler = type(
             "Handler", (_Handler,), {"engine": self.engine, "max_body_bytes": max_body_bytes}
         )
@@ -881,13 +935,14 @@ def serve(
     path: str | Path,
     host: str = "127.0.0.1",
     port: int = 8123,
-    users: Iterable[ServeUser] | None = None,
+    users: Iterable[ServeUser] = (),
     on_ready: Callable[[ChdbHTTPServer], None] | None = None,
+    allowed_origins: Iterable[str] = (),
 ) -> None:
     """Serve ``path`` until interrupted (Ctrl-C or SIGTERM); what ``sentryml store serve`` runs."""
     import signal
 
-    server = ChdbHTTPServer(path, host, port, users=users)
+    server = ChdbHTTPServer(path, host, port, users=users, allowed_origins=allowed_origins)
 
     def _stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
