@@ -83,6 +83,13 @@ class IngestSettings(_Section):
     embed_sample_rate: float = Field(
         1.0, gt=0, le=1, description="Share of traffic embedded for input drift (deterministic)"
     )
+    max_event_age_days: float = Field(
+        30.0,
+        gt=0,
+        le=36_500,
+        description="Older events go to the DLQ as `expired` (keep it at or under the "
+        "shortest table TTL on event time: inference_logs, 30 days)",
+    )
 
 
 class GoldenSettings(_Section):

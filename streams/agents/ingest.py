@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import faust
@@ -23,7 +24,7 @@ from streams.app import WorkerContext, raw_topic
 from workers.embedding import load_embedder
 from workers.ingest import BatchResult, IngestProcessor, RawRecord, Rejected
 from workers.redact import Redactor
-from workers.store.exceptions import StoreError
+from workers.store.exceptions import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,9 @@ async def retry_forever(
     max_backoff: float = 30.0,
     on_error: Callable[[], None] | None = None,
 ) -> Any:
-    """Call ``fn`` in a thread until it succeeds and return its result; store errors back
-    off exponentially (0.5 s doubling to ``max_backoff``, jittered), other errors raise.
+    """Call ``fn`` in a thread until it succeeds and return its result; transient store
+    errors (:class:`StoreUnavailable`) back off exponentially (0.5 s doubling to
+    ``max_backoff``, jittered), other errors raise.
     ``on_error`` is called (on the event loop) after each failed attempt, e.g. to count it."""
     delay = 0.5
     attempt = 0
@@ -71,7 +73,7 @@ async def retry_forever(
             if attempt:
                 log.warning("%s succeeded after %d retries", what, attempt)
             return result
-        except StoreError as exc:
+        except StoreUnavailable as exc:
             attempt += 1
             if on_error is not None:
                 on_error()
@@ -107,6 +109,8 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         max_event_bytes=settings.max_event_bytes,
         embed_sample_rate=settings.ingest.embed_sample_rate,
         embed_batch_size=settings.ingest.embed_batch_size,
+        now=ctx.now,
+        max_event_age=timedelta(days=settings.ingest.max_event_age_days),
         # Looked up when a baseline first needs its embedder, so a caller may put another
         # factory (name -> Embedder) in ctx.extras["embedder_factory"] before the app starts.
         embedder_factory=lambda name: ctx.extras.get("embedder_factory", load_embedder)(name),
@@ -137,19 +141,23 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
     def store_error() -> None:
         ctx.metrics.inc("sentryml_store_errors_total")
 
-    async def handle(result: BatchResult) -> None:
+    async def handle(result: BatchResult) -> int:
+        """DLQ, judge sample, flush; the number of events the store refused (DLQ'd too)."""
         for rejected in result.rejected:
             await to_dlq(rejected)
         sampler = ctx.extras.get("judge_sampler")
         if sampler is not None:
             for event in sampler.select(result.accepted):
                 await deliver(judge_requests, event.request_id.encode(), event.to_bytes())
-        await retry_forever(
+        refused = await retry_forever(
             processor.flush, result, what="flush to the store", on_error=store_error
         )
+        for rejected in refused:  # counted nowhere: the DLQ holds them before the ack
+            await to_dlq(rejected)
         # Wall-clock seconds, for Prometheus' time(): alert when a worker with a backlog
         # has not flushed for minutes (docs/operations.md, "Alerting on SentryML").
         ctx.metrics.set("sentryml_last_flush_timestamp_seconds", time.time())
+        return len(refused)
 
     @app.agent(source, name="ingest")
     async def ingest(stream: Any) -> None:  # faust.StreamT lacks noack_take in its stubs
@@ -162,13 +170,15 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             result = await retry_forever(
                 processor.process, records, what="processing a batch", on_error=store_error
             )
-            await handle(result)
+            refused = await handle(result)
             for event in events:
                 await stream.ack(event)
             # Seconds per second = how busy this worker is, and how much of it is embedding.
             ctx.metrics.inc("sentryml_batch_seconds_total", time.perf_counter() - started)
             ctx.metrics.inc("sentryml_embed_seconds_total", result.embed_seconds)
             ctx.metrics.inc("sentryml_events_total", len(records))
-            ctx.metrics.inc("sentryml_events_counted_total", len(result.accepted))
+            ctx.metrics.inc("sentryml_events_counted_total", len(result.accepted) - refused)
+            ctx.metrics.inc("sentryml_events_store_rejected_total", refused)
             ctx.metrics.inc("sentryml_events_skipped_replay_total", result.skipped)
+            ctx.metrics.inc("sentryml_events_expired_total", result.expired)
             ctx.metrics.inc("sentryml_flushes_total")

@@ -1,0 +1,252 @@
+"""Nothing lost, nothing stuck (issue 16): every event the schema accepts is counted or
+dead-lettered with a reason, whatever the producer sends and whatever the store does.
+
+Real parts, as in tests/test_reliability.py: the local Kafka broker, ``sentryml worker``
+as a subprocess, and the chDB store behind its ClickHouse-HTTP endpoint (and a TCP proxy).
+kcat, a non-Python client, produces where it is installed. Every test checks exact
+counts: events counted in ``flush_log`` plus DLQ records equal the events produced, and
+``inference_logs FINAL`` holds each counted request once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from streams.app import create_app
+from streams.config import IngestSettings, JudgeSettings, WorkerSettings
+from streams.topics import Topics, create_topics
+from tests.conftest import wait_for
+from tests.faults import (
+    Rig,
+    caught_up,
+    consume_all,
+    flushed_events,
+    make_events,
+    produce,
+    report,
+    rig_on,
+    stored_logs,
+)
+from tests.harness import running
+from workers.baseline import fit_baseline, save_baseline
+from workers.embedding import load_embedder
+from workers.ingest import EVENT_RETENTION
+from workers.store import migrations
+from workers.synthetic import support_records
+
+pytestmark = [pytest.mark.kafka]
+
+MODEL, ADAPTER = "support-bot-base", "v1"
+
+
+@pytest.fixture
+def rig(kafka, store, store_settings, clickhouse_http_url, tmp_path) -> Iterator[Rig]:
+    with rig_on(kafka, store, store_settings, clickhouse_http_url, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def model2vec():
+    return load_embedder("model2vec")
+
+
+def with_baseline(rig: Rig, embedder) -> None:
+    """A baseline for the test events' model, so that every event has window counts."""
+    baseline = fit_baseline(
+        support_records(200, seed=1), embedder, base_model=MODEL, adapter_version=ADAPTER, k=4,
+        seed=0, progress=False,
+    )  # fmt: skip
+    save_baseline(rig.store, baseline)
+
+
+def kcat_produce(rig: Rig, values: list[bytes], key: bytes = b"one-key") -> None:
+    """Produce with kcat (one line per message, tab between key and value) where it is
+    installed, else with confluent-kafka; every message keyed alike (one partition)."""
+    if any(b"\n" in v or b"\t" in v for v in values) or shutil.which("kcat") is None:
+        produce(rig.kafka, rig.topics.inference_logs, [(key, v) for v in values])
+        return
+    lines = b"".join(key + b"\t" + v + b"\n" for v in values)
+    subprocess.run(
+        ["kcat", "-P", "-b", rig.kafka.bootstrap, "-t", rig.topics.inference_logs, "-K", "\t"],
+        input=lines,
+        check=True,
+        timeout=60,
+    )
+
+
+def _wire(event) -> dict:
+    return json.loads(event.to_bytes())
+
+
+def _count_of(rig: Rig, feature: str) -> int:
+    return int(
+        rig.store.query(
+            "SELECT sum(count) FROM window_counts WHERE feature = {f:String}", {"f": feature}
+        ).scalar()
+        or 0
+    )
+
+
+def test_as_tried_history_replay_and_a_1960_timestamp_are_dead_lettered_not_wedging(
+    rig: Rig, model2vec
+) -> None:
+    """The issue's sequence through kcat: 200 valid, 6 malformed, 300 from 400-100 days
+    ago, one from 1960, then good traffic. Before the fix the old rows vanished past the
+    TTL and the 1960 event wedged the partition (the flush failed forever)."""
+    with_baseline(rig, model2vec)
+    now = datetime.now(UTC)
+    good = make_events(200, tag="good")
+    valid = _wire(good[0])
+    malformed = [
+        b'{"type": "sentryml.inference_log.v1", "request_id": ',  # not JSON
+        json.dumps({k: v for k, v in valid.items() if k != "completion"}).encode(),
+        json.dumps({**valid, "type": "sentryml.inference_log.v9"}).encode(),
+        json.dumps({**valid, "surprise": 1}).encode(),
+        json.dumps({**valid, "completion_tokens": -3}).encode(),
+        json.dumps({**valid, "ts": "2999-01-01T00:00:00Z"}).encode(),
+    ]
+    history = [
+        e.model_copy(update={"ts": now - timedelta(days=400 - i)})
+        for i, e in enumerate(make_events(300, tag="old"))
+    ]
+    ancient = json.dumps({**_wire(make_events(1, tag="y1960")[0]), "ts": "1960-01-01T00:00:00Z"})
+    after = make_events(50, tag="after")
+    values = [
+        *(e.to_bytes() for e in good),
+        *malformed,
+        *(e.to_bytes() for e in history),
+        ancient.encode(),
+        *(e.to_bytes() for e in after),
+    ]
+    kcat_produce(rig, values)
+    counted = len(good) + len(after)
+    dead = len(malformed) + len(history) + 1
+    assert counted + dead == len(values)
+
+    worker = rig.worker("w1")
+    try:
+        wait_for(rig.caught_up, timeout=180, what="every event committed (none stuck)")
+        metrics = worker.metrics()
+    finally:
+        assert worker.stop() == 0
+    assert flushed_events(rig.store) == counted
+    assert stored_logs(rig.store) == (counted, counted)
+    for feature in ("output_length", "refusal"):
+        assert _count_of(rig, feature) == counted, feature  # nothing counted then TTL-dropped
+    assert rig.dlq_reasons(dead) == {
+        "json": 1,
+        "schema": 3,
+        "type_tag": 1,
+        "timestamp": 1,
+        "expired": len(history) + 1,
+    }
+    assert metrics["sentryml_events_expired_total"] == len(history) + 1
+    report("expired on arrival", produced=len(values), counted=counted, dead_lettered=dead)
+
+
+def test_the_retention_is_the_shortest_event_time_ttl_of_the_tables() -> None:
+    """EVENT_RETENTION follows the migrations: a shorter TTL on event time would drop
+    events the worker counted; a longer one would dead-letter events the tables keep."""
+    ttls = {}
+    for _, _, statements in migrations():
+        for sql in statements:
+            table = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", sql)
+            ttl = re.search(r"TTL (?:toDateTime\()?(\w+)\)? \+ INTERVAL (\d+) DAY", sql)
+            if table and ttl and table.group(1) in ("inference_logs", "window_counts"):
+                ttls[table.group(1)] = (ttl.group(1), int(ttl.group(2)))
+    assert ttls == {"inference_logs": ("ts", 30), "window_counts": ("bucket", 90)}
+    assert timedelta(days=min(days for _, days in ttls.values())) == EVENT_RETENTION
+    assert IngestSettings().max_event_age_days == EVENT_RETENTION.days
+
+
+def test_rows_the_store_refuses_are_bisected_to_the_dlq_and_the_rest_counted(
+    rig: Rig, model2vec
+) -> None:
+    """4 of 300 events carry a token count the schema accepts and the UInt32 column cannot
+    hold (clickhouse-connect refuses to encode it): before the fix the worker retried the
+    batch forever as if the store were down."""
+    with_baseline(rig, model2vec)
+    bad = {17, 150, 151, 299}
+    events = [
+        e.model_copy(update={"prompt_tokens": 2**32}) if i in bad else e
+        for i, e in enumerate(make_events(300, tag="bis"))
+    ]
+    kcat_produce(rig, [e.to_bytes() for e in events])
+    counted = len(events) - len(bad)
+
+    worker = rig.worker("w1")
+    try:
+        wait_for(rig.caught_up, timeout=180, what="every event committed (none stuck)")
+        metrics = worker.metrics()
+    finally:
+        assert worker.stop() == 0
+    assert flushed_events(rig.store) == counted
+    assert stored_logs(rig.store) == (counted, counted)
+    assert _count_of(rig, "output_length") == counted
+    dlq = consume_all(rig.kafka, rig.topics.dlq, len(bad))
+    assert len(dlq) == len(bad)
+    headers = [dict(m.headers()) for m in dlq]
+    assert {h["sentryml-reason"] for h in headers} == {b"store_rejected"}
+    assert all(b"prompt_tokens" in h["sentryml-error"] for h in headers)
+    assert sorted(int(h["sentryml-source-offset"]) for h in headers) == sorted(bad)
+    assert metrics["sentryml_events_store_rejected_total"] == len(bad)
+    assert metrics["sentryml_events_counted_total"] == counted
+    assert metrics["sentryml_store_errors_total"] == 0  # not mistaken for an outage
+    report("deterministic store rejection", produced=len(events), counted=counted, refused=4)
+
+
+def test_a_constraint_the_server_enforces_is_bisected_in_the_app(
+    kafka, store, store_settings, model2vec
+) -> None:
+    """The same through the embedded store, the refusal coming from ClickHouse itself (a
+    CHECK constraint an operator added: VIOLATED_CONSTRAINT), on three partitions."""
+    create_topics(kafka)
+    topics = Topics(kafka.topic_prefix)
+    baseline = fit_baseline(
+        support_records(200, seed=1), model2vec, base_model=MODEL, adapter_version=ADAPTER, k=4,
+        seed=0, progress=False,
+    )  # fmt: skip
+    save_baseline(store, baseline)
+    store.command(
+        "ALTER TABLE inference_logs ADD CONSTRAINT no_canary "
+        "CHECK position(prompt, 'forbidden-canary') = 0"
+    )
+    bad = {3, 99, 100, 250}
+    events = [
+        e.model_copy(update={"prompt": f"{e.prompt} forbidden-canary"}) if i in bad else e
+        for i, e in enumerate(make_events(300, tag="cc"))
+    ]
+    produce(kafka, topics.inference_logs, [(e.request_id.encode(), e.to_bytes()) for e in events])
+    settings = WorkerSettings(
+        kafka=kafka,
+        store=store_settings,
+        consumer_group=f"g-{uuid.uuid4().hex[:8]}",
+        ingest=IngestSettings(batch_max=500, batch_seconds=1.0),
+        judge=JudgeSettings(enabled=False),
+    )
+    app, ctx = create_app(settings, store=store, agent_modules=("streams.agents.ingest",))
+    with running(app):
+        wait_for(
+            lambda: caught_up(kafka, settings.consumer_group, topics.inference_logs),
+            timeout=120,
+            what="all committed",
+        )
+        dlq = consume_all(kafka, topics.dlq, len(bad))
+    counted = len(events) - len(bad)
+    assert flushed_events(store) == counted
+    assert stored_logs(store) == (counted, counted)
+    assert len(dlq) == len(bad)
+    assert {json.loads(m.value())["request_id"] for m in dlq} == {f"cc-{i}" for i in bad}
+    for msg in dlq:
+        headers = dict(msg.headers())
+        assert headers["sentryml-reason"] == b"store_rejected"
+        assert b"VIOLATED_CONSTRAINT" in headers["sentryml-error"]
+    assert ctx.metrics.counters["sentryml_events_store_rejected_total"] == len(bad)
