@@ -6,14 +6,18 @@ agents and timers on the app. Agents stay thin: they iterate, call the pure func
 ``workers/``, and send results.
 
 >>> app, ctx = create_app(WorkerSettings())          # doctest: +SKIP
->>> run_worker(app)                                   # doctest: +SKIP
+>>> run_worker(app, ctx)                              # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import math
+import os
+import signal
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -74,6 +78,13 @@ class WorkerMetrics:
         return "\n".join(lines) + "\n"
 
 
+#: Exit status of a worker ended by an unexpected error (EX_SOFTWARE) and of one that did
+#: not stop within ``shutdown_timeout_s`` (EX_TEMPFAIL). Either way nothing past what was
+#: flushed is committed, and Kafka redelivers the rest to the next owner.
+EXIT_FATAL = 70
+EXIT_STOP_TIMEOUT = 75
+
+
 @dataclass
 class WorkerContext:
     """Everything an agent needs, injected: config, store, topic names, clock, metrics."""
@@ -84,6 +95,21 @@ class WorkerContext:
     now: Callable[[], datetime] = utcnow
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: The error that ended the worker (``fail``), if one did.
+    fatal: BaseException | None = None
+    #: Stops the worker; ``create_app`` stops the app, ``run_worker`` the whole process.
+    stop: Callable[[], None] = lambda: None
+
+    def fail(self, exc: BaseException) -> None:
+        """End the worker because of ``exc``, without acking what it was processing.
+
+        For an error that is neither bad input (DLQ) nor transient (retried): the process
+        exits with :data:`EXIT_FATAL`, so that Kafka redelivers the uncommitted batch to
+        the next owner instead of the offsets moving past it.
+        """
+        if self.fatal is None:
+            self.fatal = exc
+        self.stop()
 
 
 def raw_topic(app: faust.App, name: str) -> faust.TopicT:
@@ -148,6 +174,7 @@ def create_app(
         stream_wait_empty=True,
         logging_config=None,
     )
+    ctx.stop = lambda: _stop_app(app)
     for name in agent_modules:
         importlib.import_module(name).register(app, ctx)
     _register_pages(app, ctx)
@@ -177,7 +204,64 @@ def _update_lag(app: faust.App, ctx: WorkerContext) -> None:
     ctx.metrics.set("sentryml_consumer_lag", total)
 
 
-def run_worker(app: faust.App, loglevel: str = "info") -> None:
-    """Run the app in the foreground until SIGINT/SIGTERM (graceful: flush, then commit)."""
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+_stopping: set[asyncio.Future[Any]] = set()  # referenced until done (asyncio keeps weak refs)
+
+
+def _stop_app(app: faust.App) -> None:
+    task = asyncio.ensure_future(app.stop())
+    _stopping.add(task)
+    task.add_done_callback(_stopping.discard)
+
+
+class BoundedStopWorker(faust.Worker):
+    """A Faust worker whose stop (SIGTERM, SIGINT, :meth:`WorkerContext.fail`) ends the
+    process within ``shutdown_timeout_s``.
+
+    Faust waits for every fetched event to be acked before it stops, and a batch whose
+    flush keeps failing is never acked. Past the deadline the process exits with
+    :data:`EXIT_STOP_TIMEOUT` (:data:`EXIT_FATAL` after ``fail``): the consumer has
+    committed only what was flushed (offsets are acked after the flush), so nothing is
+    lost and the next owner gets the rest.
+    """
+
+    def __init__(
+        self, app: faust.App, ctx: WorkerContext | None, *, shutdown_timeout_s: float, **kw: Any
+    ) -> None:
+        super().__init__(app, **kw)
+        self.ctx = ctx
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._deadline: threading.Timer | None = None
+        if ctx is not None:
+            ctx.stop = lambda: self._schedule_shutdown(signal.SIGTERM)
+
+    def _schedule_shutdown(self, sig: signal.Signals) -> None:
+        if self._deadline is None:
+            self._deadline = threading.Timer(self.shutdown_timeout_s, self._exit_now)
+            self._deadline.daemon = True
+            self._deadline.start()
+        super()._schedule_shutdown(sig)
+
+    def _exit_now(self) -> None:
+        code = EXIT_FATAL if self.ctx is not None and self.ctx.fatal else EXIT_STOP_TIMEOUT
+        log.error(
+            "the worker did not stop within %.0f s (SENTRYML_SHUTDOWN_TIMEOUT_S): exiting "
+            "with %d; offsets are committed up to what was flushed, Kafka redelivers the rest",
+            self.shutdown_timeout_s,
+            code,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(code)
+
+
+def run_worker(app: faust.App, ctx: WorkerContext | None = None, loglevel: str = "info") -> None:
+    """Run the app in the foreground until SIGINT/SIGTERM (graceful: flush, then commit),
+    for at most ``shutdown_timeout_s`` after the signal; exits non-zero after ``ctx.fail``."""
+    timeout = ctx.settings.shutdown_timeout_s if ctx is not None else 15.0
+    worker = BoundedStopWorker(app, ctx, shutdown_timeout_s=timeout, loglevel=loglevel, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if ctx is not None and ctx.fatal is not None:
+            raise SystemExit(EXIT_FATAL) from ctx.fatal
+        raise

@@ -329,6 +329,13 @@ class WorkerSettings(_Settings):
         description="Kafka group session timeout: how fast a dead worker's "
         "partitions move to the others",
     )
+    shutdown_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=600,
+        description="After SIGTERM, exit within this many seconds even if a flush is "
+        "failing (only flushed offsets are committed)",
+    )
     judge: JudgeSettings = Field(default_factory=lambda: JudgeSettings())
     worker_id: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
 

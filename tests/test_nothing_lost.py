@@ -13,14 +13,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streams.app import create_app
+from streams.app import EXIT_FATAL, EXIT_STOP_TIMEOUT, create_app
 from streams.config import IngestSettings, JudgeSettings, WorkerSettings
 from streams.topics import Topics, create_topics
 from tests.conftest import wait_for
@@ -250,3 +252,137 @@ def test_a_constraint_the_server_enforces_is_bisected_in_the_app(
         assert headers["sentryml-reason"] == b"store_rejected"
         assert b"VIOLATED_CONSTRAINT" in headers["sentryml-error"]
     assert ctx.metrics.counters["sentryml_events_store_rejected_total"] == len(bad)
+
+
+def test_replay_skips_only_the_offset_ranges_that_were_flushed(
+    kafka, store, store_settings
+) -> None:
+    """flush_log says offsets 0-9 and 20-29 were counted (by an earlier owner), 10-19 were
+    not (a batch that never flushed). Before the fix everything up to the highest flushed
+    offset (29) was skipped, so the ten events in the gap were lost."""
+    create_topics(kafka)
+    topics = Topics(kafka.topic_prefix)
+    settings = WorkerSettings(
+        kafka=kafka,
+        store=store_settings,
+        consumer_group=f"g-{uuid.uuid4().hex[:8]}",
+        ingest=IngestSettings(batch_max=500, batch_seconds=0.5),
+        judge=JudgeSettings(enabled=False),
+    )
+    events = make_events(30, tag="gap")
+    produce(kafka, topics.inference_logs, [(b"one-key", e.to_bytes()) for e in events])
+    earlier = [
+        {"consumer_group": settings.consumer_group, "topic": topics.inference_logs,
+         "partition": p, "first_offset": first, "last_offset": first + 9,
+         "worker_id": "earlier-owner", "events": 10}
+        for p in range(kafka.partitions) for first in (0, 20)
+    ]  # fmt: skip
+    store.insert("flush_log", earlier)
+    app, ctx = create_app(settings, store=store, agent_modules=("streams.agents.ingest",))
+    with running(app):
+        wait_for(
+            lambda: caught_up(kafka, settings.consumer_group, topics.inference_logs),
+            timeout=120,
+            what="all committed",
+        )
+    ours = store.query(
+        "SELECT sum(events) FROM flush_log WHERE worker_id != 'earlier-owner'"
+    ).scalar()
+    assert ours == 10
+    ids = {r[0] for r in store.query("SELECT request_id FROM inference_logs FINAL").rows}
+    assert ids == {f"gap-{i}" for i in range(10, 20)}
+    assert ctx.metrics.counters["sentryml_events_skipped_replay_total"] == 20
+
+
+def _set_topic_config(rig: Rig, topic: str, **config: str) -> None:
+    from confluent_kafka.admin import (
+        AdminClient,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    admin = AdminClient(rig.kafka.client_config())
+    entries = [
+        ConfigEntry(k.replace("_", "."), v, incremental_operation=AlterConfigOpType.SET)
+        for k, v in config.items()
+    ]
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
+
+
+def test_an_unexpected_handler_error_ends_the_worker_and_nothing_is_skipped(rig: Rig) -> None:
+    """The DLQ topic refuses a rejected event (max.message.bytes below its size, even cut):
+    not bad input, not transient. Before the fix Faust restarted the agent and later acks
+    committed past the unacked batch; now the worker exits and commits nothing past it,
+    and once the DLQ topic is fixed a new worker counts every event exactly once."""
+    _set_topic_config(rig, rig.topics.dlq, max_message_bytes="4096")
+    good = make_events(600, tag="ue")
+    poison = b'{"request_id": "poison", "broken json' + b"x" * 20_000
+    values = [*(e.to_bytes() for e in good[:250]), poison, *(e.to_bytes() for e in good[250:])]
+    kcat_produce(rig, values)
+
+    first = rig.worker("w1")
+    try:
+        code = first.wait(120)  # ends by itself
+    finally:
+        first.stop()
+    assert code == EXIT_FATAL
+    assert "unexpected error in the batch" in first.log_text()
+    committed = rig.committed_total()
+    assert committed <= 250, "committed past the event that was never dead-lettered"
+    assert flushed_events(rig.store) == committed  # flushed exactly what was committed
+
+    _set_topic_config(rig, rig.topics.dlq, max_message_bytes="1048588")
+    second = rig.worker("w2")
+    try:
+        wait_for(rig.caught_up, timeout=180, what="everything committed after the fix")
+    finally:
+        assert second.stop() == 0
+    assert flushed_events(rig.store) == len(good)
+    assert stored_logs(rig.store) == (len(good), len(good))
+    assert rig.dlq_reasons(1) == {"json": 1}
+    report(
+        "unexpected handler error",
+        produced=len(values),
+        committed_at_exit=committed,
+        counted=len(good),
+        dead_lettered=1,
+    )
+
+
+def test_sigterm_while_the_store_is_failing_ends_the_worker_in_bounded_time(rig: Rig) -> None:
+    """Before the fix the worker kept retrying the in-flight batch after SIGTERM (Faust
+    waits for it to be acked) and only SIGKILL ended it."""
+    n = 2_000
+    events = make_events(n, tag="tf")
+    rig.produce(events[: n // 2])
+    first = rig.worker("w1", SENTRYML_SHUTDOWN_TIMEOUT_S="15")
+    try:
+        wait_for(rig.caught_up, timeout=180, what="first half committed")
+        rig.proxy.down()
+        rig.produce(events[n // 2 :])
+        wait_for(
+            lambda: "failed (attempt 2)" in first.log_text(), timeout=120, what="failing flushes"
+        )
+        committed_before = rig.committed_total()
+        stopping = time.monotonic()
+        first.signal(signal.SIGTERM)
+        code = first.wait(90)
+        stop_s = time.monotonic() - stopping
+    finally:
+        first.stop()
+    assert code == EXIT_STOP_TIMEOUT
+    assert stop_s < 15 + 20  # the deadline, plus a generous margin for a busy machine
+    assert rig.committed_total() == committed_before == flushed_events(rig.store) == n // 2
+
+    rig.proxy.up()
+    second = rig.worker("w2")
+    try:
+        wait_for(rig.caught_up, timeout=180, what="everything committed after the restart")
+    finally:
+        assert second.stop() == 0
+    rig.assert_exact(n)
+    report("SIGTERM under a failing store", produced=n, stop_s=round(stop_s, 1), lost=0)

@@ -12,9 +12,10 @@ partial counts *per source partition*. :meth:`IngestProcessor.flush` then writes
 
 Exactly-once counting: the ``flush_log`` insert carries a deterministic dedup token
 (group, topic, partition, first/last offset), so a retried flush is not counted twice; and
-before counting, records at or below the highest offset already flushed for their
-partition are skipped, so a batch replayed after a crash (flushed, not yet committed) is
-not counted twice either, whatever its new boundaries. Offsets are acked by the agent only
+before counting, records inside an offset range already flushed for their partition are
+skipped, so a batch replayed after a crash (flushed, not yet committed) is not counted
+twice either, whatever its new boundaries. Only the ranges actually flushed are skipped:
+an offset in a gap between two flushes (a batch that was never flushed) is counted. Offsets are acked by the agent only
 after :meth:`flush` returned.
 """
 
@@ -261,17 +262,30 @@ class IngestProcessor:
         self.max_event_age = max_event_age
 
     # -- processing -------------------------------------------------------------------
-    def flushed_upto(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
-        """Highest offset already counted per partition (from ``flush_log``)."""
-        if not partitions:
+    def flushed_ranges(
+        self, topic: str, records: Sequence[RawRecord]
+    ) -> dict[int, list[tuple[int, int]]]:
+        """Offset ranges already counted (``flush_log``) per partition, among those that
+        overlap the offsets of ``records`` (of ``topic``)."""
+        if not records:
             return {}
         result = self.store.query(
-            "SELECT partition, max(last_offset) FROM flush_log "
+            "SELECT partition, first_offset, last_offset FROM flush_log "
             "WHERE consumer_group = {g:String} AND topic = {t:String} "
-            "AND partition IN {ps:Array(UInt32)} GROUP BY partition",
-            {"g": self.consumer_group, "t": topic, "ps": sorted(set(partitions))},
+            "AND partition IN {ps:Array(UInt32)} "
+            "AND last_offset >= {lo:UInt64} AND first_offset <= {hi:UInt64}",
+            {
+                "g": self.consumer_group,
+                "t": topic,
+                "ps": sorted({r.partition for r in records}),
+                "lo": min(r.offset for r in records),
+                "hi": max(r.offset for r in records),
+            },
         )
-        return {int(p): int(o) for p, o in result.rows}
+        ranges: dict[int, list[tuple[int, int]]] = {}
+        for p, first, last in result.rows:
+            ranges.setdefault(int(p), []).append((int(first), int(last)))
+        return ranges
 
     def process(self, records: Sequence[RawRecord]) -> BatchResult:
         """Validate, featurize and count one batch (CPU work; run it off the event loop).
@@ -281,16 +295,17 @@ class IngestProcessor:
         the caller retries the whole batch instead of sending good events to the DLQ.
         """
         result = BatchResult()
-        done: dict[tuple[str, int], int] = {}
+        done: dict[tuple[str, int], list[tuple[int, int]]] = {}
         for topic in {r.topic for r in records}:
-            parts = [r.partition for r in records if r.topic == topic]
-            for p, off in self.flushed_upto(topic, parts).items():
-                done[(topic, p)] = off
+            of_topic = [r for r in records if r.topic == topic]
+            for p, ranges in self.flushed_ranges(topic, of_topic).items():
+                done[(topic, p)] = ranges
         fresh: list[tuple[RawRecord, InferenceLog]] = []
         now = self._now()
         for record in records:
             self._touch_partition(result, record)
-            if record.offset <= done.get((record.topic, record.partition), -1):
+            ranges = done.get((record.topic, record.partition), [])
+            if any(first <= record.offset <= last for first, last in ranges):
                 result.skipped += 1  # counted by an earlier flush (replay after a crash)
                 continue
             try:
