@@ -92,6 +92,17 @@ class IngestSettings(_Section):
     )
 
 
+class HealthSettings(_Section):
+    """When the worker's ``/health`` answers 503 instead of 200."""
+
+    max_failing_s: float = Field(
+        60.0, gt=0, le=86_400, description="Flushes failing for longer than this: unhealthy"
+    )
+    max_batch_s: float = Field(
+        120.0, gt=0, le=86_400, description="One batch in flight for longer than this: unhealthy"
+    )
+
+
 class GoldenSettings(_Section):
     """Golden-set runs by the worker: daily (cron, UTC) and on every promoted/deployed adapter.
 
@@ -322,6 +333,7 @@ class WorkerSettings(_Settings):
         None, ge=1, le=65535, description="Serve /metrics (Prometheus) and /health on this port"
     )
     metrics_host: str = "127.0.0.1"
+    health: HealthSettings = HealthSettings()
     session_timeout_s: float = Field(
         30.0,
         ge=6,

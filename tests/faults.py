@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterable, Iterator
@@ -242,6 +243,17 @@ class WorkerProcess:
                 out[name] = float(value)
         return out
 
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """The worker's /health: (HTTP status, JSON body); (0, {}) while it is not up."""
+        url = f"http://127.0.0.1:{self.metrics_port}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except OSError:
+            return 0, {}
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -251,7 +263,10 @@ class TcpProxy:
     """Forward 127.0.0.1:``port`` to ``target``; :meth:`down` refuses, :meth:`up` serves again.
 
     ``down`` closes the listening socket and every open connection, so clients see what a
-    crashed or unreachable server gives them: resets, then refused connections.
+    crashed or unreachable server gives them: resets, then refused connections. ``hang``
+    keeps accepting connections and reading requests but forwards nothing either way (a
+    server stuck in a long GC pause or a full disk); ``unhang`` resets those connections,
+    as a server that gives up on them does, and forwards again.
     """
 
     def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
@@ -260,6 +275,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self.hanging = False
 
     @property
     def url(self) -> str:
@@ -291,6 +307,18 @@ class TcpProxy:
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
 
+    def hang(self) -> None:
+        self.hanging = True
+
+    def unhang(self) -> None:
+        self.hanging = False
+        with self._lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
@@ -311,7 +339,8 @@ class TcpProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self.hanging:  # hung: swallowed, the peer waits for an answer
+                    dst.sendall(data)
         except OSError:
             pass
         finally:

@@ -10,6 +10,7 @@ counts: events counted in ``flush_log`` plus DLQ records equal the events produc
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import shutil
@@ -22,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streams.app import EXIT_FATAL, EXIT_STOP_TIMEOUT, create_app
+from schemas.events import Alert
+from streams.app import EXIT_FATAL, EXIT_STOP_TIMEOUT, alert_publisher, create_app
 from streams.config import IngestSettings, JudgeSettings, WorkerSettings
 from streams.topics import Topics, create_topics
 from tests.conftest import wait_for
@@ -31,6 +33,7 @@ from tests.faults import (
     caught_up,
     consume_all,
     flushed_events,
+    free_port,
     make_events,
     produce,
     report,
@@ -38,6 +41,7 @@ from tests.faults import (
     stored_logs,
 )
 from tests.harness import running
+from workers.alerts import AlertSink
 from workers.baseline import fit_baseline, save_baseline
 from workers.embedding import load_embedder
 from workers.ingest import EVENT_RETENTION
@@ -294,7 +298,7 @@ def test_replay_skips_only_the_offset_ranges_that_were_flushed(
     assert ctx.metrics.counters["sentryml_events_skipped_replay_total"] == 20
 
 
-def _set_topic_config(rig: Rig, topic: str, **config: str) -> None:
+def _set_topic_config(kafka, topic: str, **config: str) -> None:
     from confluent_kafka.admin import (
         AdminClient,
         AlterConfigOpType,
@@ -303,7 +307,7 @@ def _set_topic_config(rig: Rig, topic: str, **config: str) -> None:
         ResourceType,
     )
 
-    admin = AdminClient(rig.kafka.client_config())
+    admin = AdminClient(kafka.client_config())
     entries = [
         ConfigEntry(k.replace("_", "."), v, incremental_operation=AlterConfigOpType.SET)
         for k, v in config.items()
@@ -318,7 +322,7 @@ def test_an_unexpected_handler_error_ends_the_worker_and_nothing_is_skipped(rig:
     not bad input, not transient. Before the fix Faust restarted the agent and later acks
     committed past the unacked batch; now the worker exits and commits nothing past it,
     and once the DLQ topic is fixed a new worker counts every event exactly once."""
-    _set_topic_config(rig, rig.topics.dlq, max_message_bytes="4096")
+    _set_topic_config(rig.kafka, rig.topics.dlq, max_message_bytes="4096")
     good = make_events(600, tag="ue")
     poison = b'{"request_id": "poison", "broken json' + b"x" * 20_000
     values = [*(e.to_bytes() for e in good[:250]), poison, *(e.to_bytes() for e in good[250:])]
@@ -335,7 +339,7 @@ def test_an_unexpected_handler_error_ends_the_worker_and_nothing_is_skipped(rig:
     assert committed <= 250, "committed past the event that was never dead-lettered"
     assert flushed_events(rig.store) == committed  # flushed exactly what was committed
 
-    _set_topic_config(rig, rig.topics.dlq, max_message_bytes="1048588")
+    _set_topic_config(rig.kafka, rig.topics.dlq, max_message_bytes="1048588")
     second = rig.worker("w2")
     try:
         wait_for(rig.caught_up, timeout=180, what="everything committed after the fix")
@@ -386,3 +390,132 @@ def test_sigterm_while_the_store_is_failing_ends_the_worker_in_bounded_time(rig:
         assert second.stop() == 0
     rig.assert_exact(n)
     report("SIGTERM under a failing store", produced=n, stop_s=round(stop_s, 1), lost=0)
+
+
+def test_health_is_503_with_the_reason_while_flushes_fail_and_lag_counts_fetched_events(
+    rig: Rig,
+) -> None:
+    """The store goes away before the group ever committed: before the fix /health said
+    ok and the lag read 0 (nothing committed, so nothing was counted as behind)."""
+    n = 300
+    worker = rig.worker("w1", SENTRYML_HEALTH_MAX_FAILING_S="3")
+    try:
+        wait_for(lambda: worker.health()[0] == 200, timeout=120, what="the worker up")
+        rig.proxy.down()
+        rig.produce(make_events(n, tag="hl"))
+        _, body = wait_for(lambda: (h := worker.health())[0] == 503 and h, timeout=120, what="503")
+        assert body["status"] == "failing"
+        assert any("store writes failing" in r for r in body["reasons"]), body
+        lag = wait_for(
+            lambda: worker.metrics().get("sentryml_consumer_lag") == n, timeout=60, what="lag"
+        )
+        assert lag and rig.committed_total() == 0
+        rig.proxy.up()
+        wait_for(rig.caught_up, timeout=180, what="everything committed after the store returned")
+        wait_for(lambda: worker.health()[0] == 200, timeout=60, what="healthy again")
+        wait_for(
+            lambda: worker.metrics().get("sentryml_consumer_lag") == 0, timeout=60, what="lag 0"
+        )
+    finally:
+        rig.proxy.up()
+        assert worker.stop() == 0
+    rig.assert_exact(n)
+
+
+def _source_topics_in_dlq(rig: Rig) -> dict[str, int]:
+    size = rig.dlq_size()
+    out: dict[str, int] = {}
+    for msg in consume_all(rig.kafka, rig.topics.dlq, size) if size else []:
+        topic = dict(msg.headers())["sentryml-source-topic"].decode()
+        out[topic] = out.get(topic, 0) + 1
+    return out
+
+
+def test_a_hung_store_freezes_nothing_on_the_event_loop(rig: Rig) -> None:
+    """The store endpoint accepts connections and answers nothing for 30 s, with the judge
+    sampling on (its budget check reads the store). Before the fix the sampler's budget
+    query ran on the event loop: /metrics, /health and the commit loop froze with it."""
+    n = 1_000
+    events = make_events(n, tag="hang")
+    worker = rig.worker(
+        "w1",
+        SENTRYML_JUDGE_ENABLED="true",
+        SENTRYML_JUDGE_ALLOW_RATE_OVERRIDE="true",
+        SENTRYML_JUDGE_SAMPLE_RATE="0.2",
+        SENTRYML_JUDGE_BUDGET_REFRESH_S="0.1",  # re-read the usage every batch
+        SENTRYML_JUDGE_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",  # nobody: judge fails
+        SENTRYML_JUDGE_MAX_ATTEMPTS="1",
+        SENTRYML_HEALTH_MAX_BATCH_S="10",
+    )
+    answered = missed = 0
+    try:
+        rig.produce(events[: n // 2])
+        wait_for(rig.caught_up, timeout=180, what="first half committed")
+        rig.proxy.hang()
+        hung_at = time.monotonic()
+        rig.produce(events[n // 2 :])
+        committed_during = rig.committed_total()
+        unhealthy = None
+        while time.monotonic() - hung_at < 30:
+            metrics, (status, body) = worker.metrics(), worker.health()
+            if metrics and status:
+                answered += 1
+            else:
+                missed += 1
+            if status == 503:
+                unhealthy = body
+            time.sleep(1)
+        assert rig.committed_total() == committed_during, "committed before the flush"
+        rig.proxy.unhang()
+        unhung_at = time.monotonic()
+        wait_for(rig.caught_up, timeout=180, what="everything committed after the hang")
+        recovery_s = time.monotonic() - unhung_at
+    finally:
+        rig.proxy.unhang()
+        assert worker.stop() == 0
+    assert missed == 0 and answered >= 10, (answered, missed)
+    assert unhealthy is not None and any("batch in flight" in r for r in unhealthy["reasons"])
+    assert flushed_events(rig.store) == n
+    assert stored_logs(rig.store) == (n, n)
+    assert rig.topics.inference_logs not in _source_topics_in_dlq(rig)  # judge failures only
+    report("hung store", produced=n, answered=answered, missed=missed, recovery_s=recovery_s)
+
+
+def test_an_alert_whose_publish_failed_is_not_suppressed_and_is_delivered_later(
+    kafka, store, store_settings
+) -> None:
+    """The alerts topic refuses the alert (max.message.bytes too small). Before the fix the
+    row was stored first, so the next evaluation's renotify check suppressed an alert that
+    was never delivered."""
+    create_topics(kafka)
+    topics = Topics(kafka.topic_prefix)
+    _set_topic_config(kafka, topics.alerts, max_message_bytes="200")
+    settings = WorkerSettings(kafka=kafka, store=store_settings, judge=JudgeSettings(enabled=False))
+    app, ctx = create_app(settings, store=store, agent_modules=())
+    now = datetime.now(UTC)
+    alert = Alert(
+        ts=now, alert_id="drift-a1", base_model=MODEL, adapter_version=ADAPTER,
+        kind="drift", feature="output_length", window="1h", severity="alert", value=0.4,
+        threshold=0.2, sample_size=500, message="output_length drifted: PSI 0.40 >= 0.20",
+    )  # fmt: skip
+    sink = AlertSink(store, alert_publisher(app, ctx), renotify=timedelta(hours=1), now=lambda: now)
+
+    async def emit() -> list[Alert] | Exception:
+        try:
+            return await sink.emit([alert])
+        except Exception as exc:  # returned, not raised across threads
+            return exc
+
+    with running(app) as runner:
+        assert "MessageSizeTooLarge" in repr(runner.call(emit()))
+        assert store.query("SELECT count() FROM alerts").scalar() == 0  # not recorded
+        _set_topic_config(kafka, topics.alerts, max_message_bytes="1048588")
+        assert runner.call(emit()) == [alert]  # retried: not suppressed
+        assert runner.call(emit()) == []  # delivered once, now suppressed
+    # Faust leaves the failed send's FutureMessage unretrieved; collect it now, so that its
+    # "never retrieved" log line does not run inside a later ast.parse (CPython 3.11.7
+    # then raises "AST constructor recursion depth mismatch" in pytest's assertion rewriter).
+    gc.collect()
+    delivered = consume_all(kafka, topics.alerts, 1)
+    assert [json.loads(m.value())["alert_id"] for m in delivered] == ["drift-a1"]
+    assert store.query("SELECT alert_id FROM alerts").rows == [("drift-a1",)]

@@ -61,12 +61,12 @@ async def retry_forever(
     *args: Any,
     what: str,
     max_backoff: float = 30.0,
-    on_error: Callable[[], None] | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
 ) -> Any:
     """Call ``fn`` in a thread until it succeeds and return its result; transient store
     errors (:class:`StoreUnavailable`) back off exponentially (0.5 s doubling to
     ``max_backoff``, jittered), other errors raise.
-    ``on_error`` is called (on the event loop) after each failed attempt, e.g. to count it."""
+    ``on_error`` is called (on the event loop) with each failed attempt's error."""
     delay = 0.5
     attempt = 0
     while True:
@@ -78,7 +78,7 @@ async def retry_forever(
         except StoreUnavailable as exc:
             attempt += 1
             if on_error is not None:
-                on_error()
+                on_error(exc)
             log.error(
                 "%s failed (attempt %d), not committing; retrying in %.1fs: %s",
                 what,
@@ -181,8 +181,9 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
 
     ctx.metrics.inc("sentryml_store_errors_total", 0)  # exported (as 0) before any error
 
-    def store_error() -> None:
+    def store_error(exc: BaseException) -> None:
         ctx.metrics.inc("sentryml_store_errors_total")
+        ctx.health.failed(processor.redactor.redact(str(exc))[:300])
 
     async def handle(result: BatchResult) -> int:
         """DLQ, judge sample, flush; the number of events the store refused (DLQ'd too)."""
@@ -190,11 +191,13 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             await to_dlq(rejected)
         sampler = ctx.extras.get("judge_sampler")
         if sampler is not None:
-            for event in sampler.select(result.accepted):
+            # select reads today's judge usage from the store: never on the event loop.
+            for event in await asyncio.to_thread(sampler.select, result.accepted):
                 await deliver(judge_requests, event.request_id.encode(), event.to_bytes())
         refused = await retry_forever(
             processor.flush, result, what="flush to the store", on_error=store_error
         )
+        ctx.health.succeeded()
         for rejected in refused:  # counted nowhere: the DLQ holds them before the ack
             await to_dlq(rejected)
         # Wall-clock seconds, for Prometheus' time(): alert when a worker with a backlog
@@ -227,8 +230,12 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             settings.ingest.batch_max, within=settings.ingest.batch_seconds
         ):
             records = [raw_record(e) for e in events]
+            for e in events:
+                ctx.health.first_fetched.setdefault(e.message.tp, e.message.offset)
+            ctx.health.batch_started()
             try:
                 await ingest_batch(stream, events, records)
+                ctx.health.batch_finished()
             except Exception as exc:
                 # Neither bad input (that went to the DLQ) nor transient (that was retried):
                 # carrying on would let later acks commit past this batch. Stop instead, so
