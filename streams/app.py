@@ -6,14 +6,19 @@ agents and timers on the app. Agents stay thin: they iterate, call the pure func
 ``workers/``, and send results.
 
 >>> app, ctx = create_app(WorkerSettings())          # doctest: +SKIP
->>> run_worker(app)                                   # doctest: +SKIP
+>>> run_worker(app, ctx)                              # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import math
+import os
+import signal
+import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -75,6 +80,63 @@ class WorkerMetrics:
 
 
 @dataclass
+class IngestHealth:
+    """Whether the ingest agent is making progress, for ``/health`` and the lag gauge.
+
+    The agent reports each batch's start and end and each failed or successful store
+    attempt; :meth:`problems` says what is wrong for longer than allowed.
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    batch_since: float | None = None
+    failing_since: float | None = None
+    last_error: str = ""
+    #: The first offset fetched per partition: the lag's floor while nothing is committed.
+    first_fetched: dict[Any, int] = field(default_factory=dict)
+
+    def batch_started(self) -> None:
+        self.batch_since = self.clock()
+
+    def batch_finished(self) -> None:
+        self.batch_since = None
+
+    def failed(self, error: str) -> None:
+        if self.failing_since is None:
+            self.failing_since = self.clock()
+        self.last_error = error
+
+    def succeeded(self) -> None:
+        self.failing_since = None
+        self.last_error = ""
+
+    def problems(self, *, max_failing_s: float, max_batch_s: float) -> list[str]:
+        """Why the worker is unhealthy (empty: it is healthy).
+
+        >>> h = IngestHealth(clock=lambda: 100.0); h.failed("refused"); h.clock = lambda: 200.0
+        >>> h.problems(max_failing_s=60, max_batch_s=120)
+        ['store writes failing for 100 s: refused']
+        """
+        now = self.clock()
+        out = []
+        if self.failing_since is not None and now - self.failing_since > max_failing_s:
+            out.append(
+                f"store writes failing for {now - self.failing_since:.0f} s: {self.last_error}"
+            )
+        if self.batch_since is not None and now - self.batch_since > max_batch_s:
+            out.append(
+                f"a batch in flight for {now - self.batch_since:.0f} s, not flushed or committed"
+            )
+        return out
+
+
+#: Exit status of a worker ended by an unexpected error (EX_SOFTWARE) and of one that did
+#: not stop within ``shutdown_timeout_s`` (EX_TEMPFAIL). Either way nothing past what was
+#: flushed is committed, and Kafka redelivers the rest to the next owner.
+EXIT_FATAL = 70
+EXIT_STOP_TIMEOUT = 75
+
+
+@dataclass
 class WorkerContext:
     """Everything an agent needs, injected: config, store, topic names, clock, metrics."""
 
@@ -84,6 +146,22 @@ class WorkerContext:
     now: Callable[[], datetime] = utcnow
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     extras: dict[str, Any] = field(default_factory=dict)
+    health: IngestHealth = field(default_factory=IngestHealth)
+    #: The error that ended the worker (``fail``), if one did.
+    fatal: BaseException | None = None
+    #: Stops the worker; ``create_app`` stops the app, ``run_worker`` the whole process.
+    stop: Callable[[], None] = lambda: None
+
+    def fail(self, exc: BaseException) -> None:
+        """End the worker because of ``exc``, without acking what it was processing.
+
+        For an error that is neither bad input (DLQ) nor transient (retried): the process
+        exits with :data:`EXIT_FATAL`, so that Kafka redelivers the uncommitted batch to
+        the next owner instead of the offsets moving past it.
+        """
+        if self.fatal is None:
+            self.fatal = exc
+        self.stop()
 
 
 def raw_topic(app: faust.App, name: str) -> faust.TopicT:
@@ -148,6 +226,7 @@ def create_app(
         stream_wait_empty=True,
         logging_config=None,
     )
+    ctx.stop = lambda: _stop_app(app)
     for name in agent_modules:
         importlib.import_module(name).register(app, ctx)
     _register_pages(app, ctx)
@@ -157,27 +236,111 @@ def create_app(
 def _register_pages(app: faust.App, ctx: WorkerContext) -> None:
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        _update_lag(app, ctx)
+        await _update_lag(app, ctx)
         return web.text(ctx.metrics.render(), content_type="text/plain")
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "worker_id": ctx.settings.worker_id})
+        limits = ctx.settings.health
+        problems = ctx.health.problems(
+            max_failing_s=limits.max_failing_s, max_batch_s=limits.max_batch_s
+        )
+        body = {"status": "failing" if problems else "ok", "worker_id": ctx.settings.worker_id}
+        if problems:
+            return web.json({**body, "reasons": problems}, status=503)
+        return web.json(body)
 
 
-def _update_lag(app: faust.App, ctx: WorkerContext) -> None:
-    """Consumer lag per assigned partition (highwater - committed), as a gauge."""
+async def _update_lag(app: faust.App, ctx: WorkerContext) -> None:
+    """Consumer lag over the assigned partitions, as a gauge: every record below the log
+    end that is not committed, fetched ones included (so a stuck batch shows)."""
     consumer = app.consumer
+    tps = sorted(consumer.assignment())
+    if not tps:
+        ctx.metrics.set("sentryml_consumer_lag", 0)
+        return
+    try:
+        ends, starts = await asyncio.wait_for(
+            asyncio.gather(consumer.highwaters(*tps), consumer.earliest_offsets(*tps)),
+            timeout=1.0,
+        )
+    except Exception as exc:  # the broker away: the fetcher's last view, no floor
+        log.debug("lag from the fetcher's highwaters only: %r", exc)
+        ends = {tp: consumer.highwater(tp) for tp in tps}
+        starts = {}
     total = 0
-    for tp in consumer.assignment():
-        highwater = consumer.highwater(tp)
-        committed = getattr(consumer, "_committed_offset", {}).get(tp)  # no public accessor
-        if highwater is not None and committed is not None:
-            total += max(0, highwater - committed - 1)
+    for tp in tps:
+        # Faust keeps the last committed offset (the next to read is one more); no public
+        # accessor. Before the first commit: the first offset fetched, else the log start.
+        committed = getattr(consumer, "_committed_offset", {}).get(tp)
+        if committed is not None:
+            next_to_read = committed + 1
+        else:
+            next_to_read = ctx.health.first_fetched.get(tp, starts.get(tp))
+        end = ends.get(tp)
+        if end is not None and next_to_read is not None:
+            total += max(0, end - next_to_read)
     ctx.metrics.set("sentryml_consumer_lag", total)
 
 
-def run_worker(app: faust.App, loglevel: str = "info") -> None:
-    """Run the app in the foreground until SIGINT/SIGTERM (graceful: flush, then commit)."""
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+_stopping: set[asyncio.Future[Any]] = set()  # referenced until done (asyncio keeps weak refs)
+
+
+def _stop_app(app: faust.App) -> None:
+    task = asyncio.ensure_future(app.stop())
+    _stopping.add(task)
+    task.add_done_callback(_stopping.discard)
+
+
+class BoundedStopWorker(faust.Worker):
+    """A Faust worker whose stop (SIGTERM, SIGINT, :meth:`WorkerContext.fail`) ends the
+    process within ``shutdown_timeout_s``.
+
+    Faust waits for every fetched event to be acked before it stops, and a batch whose
+    flush keeps failing is never acked. Past the deadline the process exits with
+    :data:`EXIT_STOP_TIMEOUT` (:data:`EXIT_FATAL` after ``fail``): the consumer has
+    committed only what was flushed (offsets are acked after the flush), so nothing is
+    lost and the next owner gets the rest.
+    """
+
+    def __init__(
+        self, app: faust.App, ctx: WorkerContext | None, *, shutdown_timeout_s: float, **kw: Any
+    ) -> None:
+        super().__init__(app, **kw)
+        self.ctx = ctx
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._deadline: threading.Timer | None = None
+        if ctx is not None:
+            ctx.stop = lambda: self._schedule_shutdown(signal.SIGTERM)
+
+    def _schedule_shutdown(self, sig: signal.Signals) -> None:
+        if self._deadline is None:
+            self._deadline = threading.Timer(self.shutdown_timeout_s, self._exit_now)
+            self._deadline.daemon = True
+            self._deadline.start()
+        super()._schedule_shutdown(sig)
+
+    def _exit_now(self) -> None:
+        code = EXIT_FATAL if self.ctx is not None and self.ctx.fatal else EXIT_STOP_TIMEOUT
+        log.error(
+            "the worker did not stop within %.0f s (SENTRYML_SHUTDOWN_TIMEOUT_S): exiting "
+            "with %d; offsets are committed up to what was flushed, Kafka redelivers the rest",
+            self.shutdown_timeout_s,
+            code,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(code)
+
+
+def run_worker(app: faust.App, ctx: WorkerContext | None = None, loglevel: str = "info") -> None:
+    """Run the app in the foreground until SIGINT/SIGTERM (graceful: flush, then commit),
+    for at most ``shutdown_timeout_s`` after the signal; exits non-zero after ``ctx.fail``."""
+    timeout = ctx.settings.shutdown_timeout_s if ctx is not None else 15.0
+    worker = BoundedStopWorker(app, ctx, shutdown_timeout_s=timeout, loglevel=loglevel, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if ctx is not None and ctx.fatal is not None:
+            raise SystemExit(EXIT_FATAL) from ctx.fatal
+        raise

@@ -119,6 +119,24 @@ class IngestSettings(_Section):
     embed_sample_rate: float = Field(
         1.0, gt=0, le=1, description="Share of traffic embedded for input drift (deterministic)"
     )
+    max_event_age_days: float = Field(
+        30.0,
+        gt=0,
+        le=36_500,
+        description="Older events go to the DLQ as `expired` (keep it at or under the "
+        "shortest table TTL on event time: inference_logs, 30 days)",
+    )
+
+
+class HealthSettings(_Section):
+    """When the worker's ``/health`` answers 503 instead of 200."""
+
+    max_failing_s: float = Field(
+        60.0, gt=0, le=86_400, description="Flushes failing for longer than this: unhealthy"
+    )
+    max_batch_s: float = Field(
+        120.0, gt=0, le=86_400, description="One batch in flight for longer than this: unhealthy"
+    )
 
 
 class GoldenSettings(_Section):
@@ -351,12 +369,20 @@ class WorkerSettings(_Settings):
         None, ge=1, le=65535, description="Serve /metrics (Prometheus) and /health on this port"
     )
     metrics_host: str = "127.0.0.1"
+    health: HealthSettings = HealthSettings()
     session_timeout_s: float = Field(
         30.0,
         ge=6,
         le=300,
         description="Kafka group session timeout: how fast a dead worker's "
         "partitions move to the others",
+    )
+    shutdown_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=600,
+        description="After SIGTERM, exit within this many seconds even if a flush is "
+        "failing (only flushed offsets are committed)",
     )
     judge: JudgeSettings = Field(default_factory=lambda: JudgeSettings())
     worker_id: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")

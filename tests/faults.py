@@ -18,17 +18,21 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from schemas.events import InferenceLog
 from streams.config import KafkaSettings
+from streams.topics import Topics, create_topics
 from tests.conftest import REPO, wait_for
 
 #: Where tests append their measured numbers (JSON lines) when this variable names a file;
@@ -239,6 +243,17 @@ class WorkerProcess:
                 out[name] = float(value)
         return out
 
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """The worker's /health: (HTTP status, JSON body); (0, {}) while it is not up."""
+        url = f"http://127.0.0.1:{self.metrics_port}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except OSError:
+            return 0, {}
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -248,7 +263,10 @@ class TcpProxy:
     """Forward 127.0.0.1:``port`` to ``target``; :meth:`down` refuses, :meth:`up` serves again.
 
     ``down`` closes the listening socket and every open connection, so clients see what a
-    crashed or unreachable server gives them: resets, then refused connections.
+    crashed or unreachable server gives them: resets, then refused connections. ``hang``
+    keeps accepting connections and reading requests but forwards nothing either way (a
+    server stuck in a long GC pause or a full disk); ``unhang`` resets those connections,
+    as a server that gives up on them does, and forwards again.
     """
 
     def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
@@ -257,6 +275,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self.hanging = False
 
     @property
     def url(self) -> str:
@@ -288,6 +307,18 @@ class TcpProxy:
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
 
+    def hang(self) -> None:
+        self.hanging = True
+
+    def unhang(self) -> None:
+        self.hanging = False
+        with self._lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
@@ -308,7 +339,8 @@ class TcpProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self.hanging:  # hung: swallowed, the peer waits for an answer
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
@@ -318,3 +350,82 @@ class TcpProxy:
             src.close()  # each socket is the source of exactly one pump
             with self._lock:
                 self._conns.discard(src)
+
+
+# -- one fault test's rig ---------------------------------------------------------------
+@dataclass
+class Rig:
+    """One test's topics, group, store endpoint (behind a proxy) and worker factory."""
+
+    kafka: KafkaSettings
+    store: object
+    proxy: TcpProxy
+    group: str
+    database: str
+    tmp: Path
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.kafka.topic_prefix)
+
+    def worker(self, name: str, **env: str) -> WorkerProcess:
+        base = {
+            "SENTRYML_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+            "SENTRYML_KAFKA_TOPIC_PREFIX": self.kafka.topic_prefix,
+            "SENTRYML_KAFKA_PARTITIONS": str(self.kafka.partitions),
+            "SENTRYML_STORE_URL": self.proxy.url,
+            "SENTRYML_STORE_DATABASE": self.database,
+            "SENTRYML_CONSUMER_GROUP": self.group,
+            "SENTRYML_WORKER_ID": name,
+            "SENTRYML_INGEST_BATCH_MAX": "500",
+            "SENTRYML_INGEST_BATCH_SECONDS": "0.5",
+            "SENTRYML_JUDGE_ENABLED": "false",
+            "SENTRYML_RETRAIN_ENABLED": "false",
+            "BROKER_SESSION_TIMEOUT": "10",
+        }
+        return WorkerProcess({**base, **env}, self.tmp / f"{name}.log").start()
+
+    def produce(self, events: list) -> None:
+        produce(
+            self.kafka,
+            self.topics.inference_logs,
+            [(e.request_id.encode(), e.to_bytes()) for e in events],
+        )
+
+    def caught_up(self) -> bool:
+        """Every produced record is committed by the group (so it was flushed first)."""
+        return caught_up(self.kafka, self.group, self.topics.inference_logs)
+
+    def committed_total(self) -> int:
+        done = committed(self.kafka, self.group, self.topics.inference_logs, self.kafka.partitions)
+        return sum(max(o, 0) for o in done.values())
+
+    def dlq_size(self) -> int:
+        return sum(end_offsets(self.kafka, self.topics.dlq, self.kafka.partitions).values())
+
+    def dlq_reasons(self, expected: int) -> dict[str, int]:
+        """Read the DLQ (``expected`` records) and count its records by ``sentryml-reason``."""
+        reasons: dict[str, int] = {}
+        for msg in consume_all(self.kafka, self.topics.dlq, expected):
+            reason = dict(msg.headers())["sentryml-reason"].decode()
+            reasons[reason] = reasons.get(reason, 0) + 1
+        return reasons
+
+    def assert_exact(self, produced: int) -> None:
+        assert flushed_events(self.store) == produced, "flush_log counts != events produced"
+        assert stored_logs(self.store) == (produced, produced), "inference_logs rows"
+        assert self.dlq_size() == 0, "a good event went to the DLQ"
+
+
+@contextlib.contextmanager
+def rig_on(
+    kafka: KafkaSettings, store: Any, store_settings: Any, clickhouse_http_url: str, tmp: Path
+) -> Iterator[Rig]:
+    """Topics created, the store endpoint behind a proxy that is up; the proxy closed after."""
+    endpoint = urlsplit(clickhouse_http_url)
+    proxy = TcpProxy(endpoint.hostname or "127.0.0.1", endpoint.port or 8123).up()
+    create_topics(kafka)
+    try:
+        yield Rig(kafka, store, proxy, f"g-{uuid.uuid4().hex[:8]}", store_settings.database, tmp)
+    finally:
+        proxy.down()

@@ -27,7 +27,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,20 +34,16 @@ import pytest
 
 from streams.config import KafkaSettings, ProducerSettings
 from streams.producer import InferenceLogger
-from streams.topics import Topics, create_topics
+from streams.topics import create_topics
 from tests.conftest import REPO, wait_for
 from tests.faults import (
+    Rig,
     TcpProxy,
-    WorkerProcess,
-    caught_up,
-    committed,
-    end_offsets,
     flushed_events,
     free_port,
     make_events,
-    produce,
     report,
-    stored_logs,
+    rig_on,
 )
 from workers.baseline import fit_baseline, save_baseline
 from workers.embedding import load_embedder
@@ -57,73 +52,10 @@ from workers.synthetic import support_records
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
-@dataclass
-class Rig:
-    """One test's topics, group, store endpoint (behind a proxy) and worker factory."""
-
-    kafka: KafkaSettings
-    store: object
-    proxy: TcpProxy
-    group: str
-    database: str
-    tmp: Path
-
-    @property
-    def topics(self) -> Topics:
-        return Topics(self.kafka.topic_prefix)
-
-    def worker(self, name: str, **env: str) -> WorkerProcess:
-        base = {
-            "SENTRYML_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
-            "SENTRYML_KAFKA_TOPIC_PREFIX": self.kafka.topic_prefix,
-            "SENTRYML_KAFKA_PARTITIONS": str(self.kafka.partitions),
-            "SENTRYML_STORE_URL": self.proxy.url,
-            "SENTRYML_STORE_DATABASE": self.database,
-            "SENTRYML_CONSUMER_GROUP": self.group,
-            "SENTRYML_WORKER_ID": name,
-            "SENTRYML_INGEST_BATCH_MAX": "500",
-            "SENTRYML_INGEST_BATCH_SECONDS": "0.5",
-            "SENTRYML_JUDGE_ENABLED": "false",
-            "SENTRYML_RETRAIN_ENABLED": "false",
-            "BROKER_SESSION_TIMEOUT": "10",
-        }
-        return WorkerProcess({**base, **env}, self.tmp / f"{name}.log").start()
-
-    def produce(self, events: list) -> None:
-        produce(
-            self.kafka,
-            self.topics.inference_logs,
-            [(e.request_id.encode(), e.to_bytes()) for e in events],
-        )
-
-    def caught_up(self) -> bool:
-        """Every produced record is committed by the group (so it was flushed first)."""
-        return caught_up(self.kafka, self.group, self.topics.inference_logs)
-
-    def committed_total(self) -> int:
-        done = committed(self.kafka, self.group, self.topics.inference_logs, self.kafka.partitions)
-        return sum(max(o, 0) for o in done.values())
-
-    def dlq_size(self) -> int:
-        return sum(end_offsets(self.kafka, self.topics.dlq, self.kafka.partitions).values())
-
-    def assert_exact(self, produced: int) -> None:
-        assert flushed_events(self.store) == produced, "flush_log counts != events produced"
-        assert stored_logs(self.store) == (produced, produced), "inference_logs rows"
-        assert self.dlq_size() == 0, "a good event went to the DLQ"
-
-
 @pytest.fixture
 def rig(kafka, store, store_settings, clickhouse_http_url, tmp_path) -> Iterator[Rig]:
-    endpoint = urlsplit(clickhouse_http_url)
-    proxy = TcpProxy(endpoint.hostname or "127.0.0.1", endpoint.port or 8123).up()
-    create_topics(kafka)
-    try:
-        yield Rig(
-            kafka, store, proxy, f"g-{uuid.uuid4().hex[:8]}", store_settings.database, tmp_path
-        )
-    finally:
-        proxy.down()
+    with rig_on(kafka, store, store_settings, clickhouse_http_url, tmp_path) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

@@ -334,3 +334,33 @@ def test_param_text_forms() -> None:
     assert format_datetime(moment, "Nullable(DateTime64(3))") == "2026-01-02 03:04:05.600000"
     with pytest.raises(TypeError, match="cannot bind"):
         to_text(object())
+
+
+def test_store_errors_are_told_transient_or_deterministic() -> None:
+    """Only errors that say "not now" are retried; a rejection of the data is not."""
+    from workers.store.exceptions import (
+        QueryFailed,
+        StoreMisconfigured,
+        StoreUnavailable,
+        translate,
+    )
+
+    transient = [
+        "Code: 252. DB::Exception: Too many parts (3000). (TOO_MANY_PARTS)",
+        "Code: 241. DB::Exception: Memory limit (total) exceeded. (MEMORY_LIMIT_EXCEEDED)",
+        "Code: 159. DB::Exception: Timeout exceeded: elapsed 30 s. (TIMEOUT_EXCEEDED)",
+        "HTTPDriver for http://ch:8123 received ClickHouse error code 202",
+        "HTTP driver received HTTP status 502, server response: Bad Gateway",
+    ]
+    deterministic = [
+        "Code: 469. DB::Exception: Constraint `c` for table t is violated. (VIOLATED_CONSTRAINT)",
+        "Code: 27. DB::Exception: Cannot parse input. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)",
+        "Unable to create native array for column `counts.bucket`: error",
+    ]
+    assert [type(translate(m)) for m in transient] == [StoreUnavailable] * len(transient)
+    assert [type(translate(m)) for m in deterministic] == [QueryFailed] * len(deterministic)
+    assert type(translate("server said no", code=241)) is StoreUnavailable
+    # No write can succeed until an operator acts: retried like an outage, never bisected.
+    missing = translate("Code: 60. DB::Exception: Table x does not exist. (UNKNOWN_TABLE)")
+    assert isinstance(missing, StoreMisconfigured)
+    assert isinstance(missing, StoreUnavailable) and isinstance(missing, QueryFailed)

@@ -2,11 +2,16 @@
 
 :class:`AlertSink` suppresses a repeat of the same condition (model, adapter, kind,
 feature, window, severity) within the renotify interval, looking at the ``alerts`` table so
-that every worker agrees and a restart does not re-page.
+that every worker agrees and a restart does not re-page. An alert is recorded there only
+after it was published, so suppression never hides an alert that was not delivered: a
+failed publish raises, nothing is recorded, and the next evaluation raises it again
+(at least once: a publish whose record failed is published again; ``alert_id`` is stable).
+Store calls run in a thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -70,32 +75,42 @@ class AlertSink:
         return {tuple(str(v) for v in row) for row in rows}  # type: ignore[misc]
 
     async def emit(self, alerts: Sequence[Alert]) -> list[Alert]:
-        """Deliver the alerts that are not repeats; return the ones delivered."""
+        """Deliver the alerts that are not repeats; return the ones delivered.
+
+        Raises what a failed publish raised, after recording the alerts published before
+        it; the failed one and the rest are not recorded, so they are not suppressed.
+        """
         if not alerts:
             return []
-        recent = self.recent_conditions()
+        recent = await asyncio.to_thread(self.recent_conditions)
         fresh = [a for a in alerts if condition(a) not in recent]
-        if not fresh:
-            return []
+        delivered: list[Alert] = []
+        try:
+            for alert in fresh:
+                log.warning(
+                    "ALERT %s %s %s/%s %s: %s",
+                    alert.severity,
+                    alert.kind,
+                    alert.base_model,
+                    alert.adapter_version,
+                    alert.window,
+                    alert.message,
+                )
+                await self.publish(alert)
+                delivered.append(alert)
+                if self.webhook is not None:
+                    try:
+                        await self.webhook(alert)
+                    except Exception as exc:  # published already: the topic is the record
+                        log.error("webhook delivery failed for alert %s: %s", alert.alert_id, exc)
+        finally:
+            if delivered:
+                await asyncio.to_thread(self._record, delivered)
+        return delivered
+
+    def _record(self, delivered: Sequence[Alert]) -> None:
         self.store.insert(
             "alerts",
-            [a.to_row() for a in fresh],
-            dedup_token="alerts-" + alert_id(*(a.alert_id for a in fresh)),
+            [a.to_row() for a in delivered],
+            dedup_token="alerts-" + alert_id(*(a.alert_id for a in delivered)),
         )
-        for alert in fresh:
-            log.warning(
-                "ALERT %s %s %s/%s %s: %s",
-                alert.severity,
-                alert.kind,
-                alert.base_model,
-                alert.adapter_version,
-                alert.window,
-                alert.message,
-            )
-            await self.publish(alert)
-            if self.webhook is not None:
-                try:
-                    await self.webhook(alert)
-                except Exception as exc:  # the alert is stored and published already
-                    log.error("webhook delivery failed for alert %s: %s", alert.alert_id, exc)
-        return fresh

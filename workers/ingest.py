@@ -12,9 +12,10 @@ partial counts *per source partition*. :meth:`IngestProcessor.flush` then writes
 
 Exactly-once counting: the ``flush_log`` insert carries a deterministic dedup token
 (group, topic, partition, first/last offset), so a retried flush is not counted twice; and
-before counting, records at or below the highest offset already flushed for their
-partition are skipped, so a batch replayed after a crash (flushed, not yet committed) is
-not counted twice either, whatever its new boundaries. Offsets are acked by the agent only
+before counting, records inside an offset range already flushed for their partition are
+skipped, so a batch replayed after a crash (flushed, not yet committed) is not counted
+twice either, whatever its new boundaries. Only the ranges actually flushed are skipped:
+an offset in a gap between two flushes (a batch that was never flushed) is counted. Offsets are acked by the agent only
 after :meth:`flush` returned.
 """
 
@@ -28,17 +29,17 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.events import InferenceLog, decode_event
+from schemas.events import InferenceLog, decode_event, utcnow
 from schemas.exceptions import InvalidEvent
 from workers.baseline import Baseline, load_baseline
 from workers.embedding import Embedder, load_embedder, sample_for_embedding
 from workers.records import RawRecord, Rejected
 from workers.redact import Redactor
 from workers.store import Store
-from workers.store.exceptions import StoreError
+from workers.store.exceptions import QueryFailed, StoreError, StoreUnavailable
 from workers.textstats import text_stats
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,16 @@ CountKey = tuple[
     str, str, str, str, datetime, int
 ]  # model, adapter, baseline, feature, bucket, bin
 
+
+#: How old an event may be and still be stored: the shortest TTL on event time among the
+#: tables an event is written to (``inference_logs``: ``ts`` + 30 days; ``window_counts``:
+#: ``bucket`` + 90 days, schemas/migrations/0001_init.sql). An older event would be counted
+#: in ``flush_log`` and then dropped by the TTL, so it goes to the DLQ as ``expired``.
+EVENT_RETENTION = timedelta(days=30)
+
+#: The earliest time ``window_counts.bucket`` (``DateTime``, seconds since 1970) can hold;
+#: an earlier one makes the whole insert fail, so it is rejected whatever the retention.
+EARLIEST_STORABLE = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: An event rejected for its size keeps only this much of its head in the DLQ: enough to
 #: identify the producer (type, ts, request_id and base_model serialize first). It could
@@ -133,6 +144,19 @@ def redact_rejected(
     )
 
 
+#: (topic, partition) -> (first offset, last offset, events, Counter of CountKey)
+PartitionCounts = dict[tuple[str, int], tuple[int, int, int, Counter[CountKey]]]
+
+
+@dataclass(frozen=True)
+class Counted:
+    """One counted event: where it came from, its ``inference_logs`` row, its count keys."""
+
+    record: RawRecord
+    row: dict[str, Any]
+    keys: tuple[CountKey, ...]
+
+
 @dataclass
 class BatchResult:
     """What one batch produced: DLQ entries, judge candidates, rows and counts to flush."""
@@ -140,12 +164,11 @@ class BatchResult:
     rejected: list[Rejected] = field(default_factory=list)
     accepted: list[InferenceLog] = field(default_factory=list)
     skipped: int = 0
+    expired: int = 0  # rejected as older than the retention (also in ``rejected``)
     embed_seconds: float = 0.0  # embedding and binning the batch's prompts
     log_rows: list[dict[str, Any]] = field(default_factory=list)
-    # (topic, partition) -> (first offset, last offset, events, Counter of CountKey)
-    partitions: dict[tuple[str, int], tuple[int, int, int, Counter[CountKey]]] = field(
-        default_factory=dict
-    )
+    partitions: PartitionCounts = field(default_factory=dict)
+    counted: list[Counted] = field(default_factory=list)  # what log_rows and counts hold
 
 
 def minute_bucket(ts: datetime) -> datetime:
@@ -218,10 +241,13 @@ class IngestProcessor:
         embed_batch_size: int = 64,
         embedder_factory: Callable[[str], Embedder] = load_embedder,
         baselines: BaselineCache | None = None,
-        now: Callable[[], datetime] | None = None,
+        now: Callable[[], datetime] = utcnow,
+        max_event_age: timedelta = EVENT_RETENTION,
     ) -> None:
         if not 0.0 < embed_sample_rate <= 1.0:
             raise ValueError(f"embed_sample_rate must be in (0, 1], got {embed_sample_rate}")
+        if max_event_age <= timedelta(0):
+            raise ValueError(f"max_event_age must be positive, got {max_event_age}")
         self.store = store
         self.consumer_group = consumer_group
         self.worker_id = worker_id
@@ -233,19 +259,33 @@ class IngestProcessor:
         self._embedders: dict[str, Embedder] = {}
         self.baselines = baselines or BaselineCache(store)
         self._now = now
+        self.max_event_age = max_event_age
 
     # -- processing -------------------------------------------------------------------
-    def flushed_upto(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
-        """Highest offset already counted per partition (from ``flush_log``)."""
-        if not partitions:
+    def flushed_ranges(
+        self, topic: str, records: Sequence[RawRecord]
+    ) -> dict[int, list[tuple[int, int]]]:
+        """Offset ranges already counted (``flush_log``) per partition, among those that
+        overlap the offsets of ``records`` (of ``topic``)."""
+        if not records:
             return {}
         result = self.store.query(
-            "SELECT partition, max(last_offset) FROM flush_log "
+            "SELECT partition, first_offset, last_offset FROM flush_log "
             "WHERE consumer_group = {g:String} AND topic = {t:String} "
-            "AND partition IN {ps:Array(UInt32)} GROUP BY partition",
-            {"g": self.consumer_group, "t": topic, "ps": sorted(set(partitions))},
+            "AND partition IN {ps:Array(UInt32)} "
+            "AND last_offset >= {lo:UInt64} AND first_offset <= {hi:UInt64}",
+            {
+                "g": self.consumer_group,
+                "t": topic,
+                "ps": sorted({r.partition for r in records}),
+                "lo": min(r.offset for r in records),
+                "hi": max(r.offset for r in records),
+            },
         )
-        return {int(p): int(o) for p, o in result.rows}
+        ranges: dict[int, list[tuple[int, int]]] = {}
+        for p, first, last in result.rows:
+            ranges.setdefault(int(p), []).append((int(first), int(last)))
+        return ranges
 
     def process(self, records: Sequence[RawRecord]) -> BatchResult:
         """Validate, featurize and count one batch (CPU work; run it off the event loop).
@@ -255,21 +295,28 @@ class IngestProcessor:
         the caller retries the whole batch instead of sending good events to the DLQ.
         """
         result = BatchResult()
-        done: dict[tuple[str, int], int] = {}
+        done: dict[tuple[str, int], list[tuple[int, int]]] = {}
         for topic in {r.topic for r in records}:
-            parts = [r.partition for r in records if r.topic == topic]
-            for p, off in self.flushed_upto(topic, parts).items():
-                done[(topic, p)] = off
+            of_topic = [r for r in records if r.topic == topic]
+            for p, ranges in self.flushed_ranges(topic, of_topic).items():
+                done[(topic, p)] = ranges
         fresh: list[tuple[RawRecord, InferenceLog]] = []
+        now = self._now()
         for record in records:
             self._touch_partition(result, record)
-            if record.offset <= done.get((record.topic, record.partition), -1):
+            ranges = done.get((record.topic, record.partition), [])
+            if any(first <= record.offset <= last for first, last in ranges):
                 result.skipped += 1  # counted by an earlier flush (replay after a crash)
                 continue
             try:
-                event = decode_event(record.value, InferenceLog, max_bytes=self.max_event_bytes)
+                event = decode_event(
+                    record.value, InferenceLog, max_bytes=self.max_event_bytes, now=now
+                )
+                self._check_storable(event, now)
                 fresh.append((record, self.redactor.redact_event(event)))
             except InvalidEvent as exc:
+                if exc.reason == "expired":
+                    result.expired += 1
                 result.rejected.append(Rejected(record, exc.reason, str(exc)))
             except StoreError:
                 raise
@@ -289,6 +336,22 @@ class IngestProcessor:
                 result.rejected.append(self._failed(record, "processing_error", exc))
         result.rejected = [redact_rejected(r, self.redactor) for r in result.rejected]
         return result
+
+    def _check_storable(self, event: InferenceLog, now: datetime) -> None:
+        """Raise :class:`InvalidEvent` for a timestamp the tables would drop or refuse."""
+        if event.ts < now - self.max_event_age:
+            raise InvalidEvent(
+                f"timestamp {event.ts.isoformat()} is older than the retention of "
+                f"{self.max_event_age.days} days (the TTL of inference_logs): it would be "
+                "dropped on arrival",
+                reason="expired",
+            )
+        if event.ts < EARLIEST_STORABLE:
+            raise InvalidEvent(
+                f"timestamp {event.ts.isoformat()} is before {EARLIEST_STORABLE.date()}, the "
+                "earliest time window_counts can hold",
+                reason="timestamp",
+            )
 
     def _failed(self, record: RawRecord, reason: str, exc: Exception) -> Rejected:
         # The traceback is what fixes the bug; it may quote the event, so mask it first.
@@ -366,11 +429,12 @@ class IngestProcessor:
         baseline = self.baselines.get(event.base_model, event.adapter_version)
         key = (record.topic, record.partition)
         first, last, n, counts = result.partitions[key]
+        keys: list[CountKey] = []
         if baseline is not None:
             bucket = minute_bucket(event.ts)
             prefix = (event.base_model, event.adapter_version, baseline.baseline_id)
             if embed_bin >= 0:
-                counts[(*prefix, "embedding", bucket, embed_bin)] += 1
+                keys.append((*prefix, "embedding", bucket, embed_bin))
             values = {
                 "output_length": float(stats.length),
                 "ttr": stats.ttr,
@@ -380,25 +444,72 @@ class IngestProcessor:
             for feature, value in values.items():
                 fb = baseline.features.get(feature)
                 if fb is not None:
-                    counts[(*prefix, feature, bucket, fb.assign_one(value))] += 1
+                    keys.append((*prefix, feature, bucket, fb.assign_one(value)))
+        counts.update(keys)
+        row = inference_log_row(event, embed_bin=embed_bin, refusal=stats.refusal)
         result.partitions[key] = (first, last, n + 1, counts)
         result.accepted.append(event)
-        result.log_rows.append(inference_log_row(event, embed_bin=embed_bin, refusal=stats.refusal))
+        result.log_rows.append(row)
+        result.counted.append(Counted(record, row, tuple(keys)))
 
     # -- flushing ---------------------------------------------------------------------
-    def flush(self, result: BatchResult) -> None:
-        """Write the batch's raw rows and counts; safe to call again with the same batch."""
+    def flush(self, result: BatchResult) -> list[Rejected]:
+        """Write the batch's raw rows and counts; safe to call again with the same batch.
+
+        Returns the events the store refused. A deterministic rejection
+        (:class:`~workers.store.exceptions.QueryFailed`) of the batch is bisected: halves
+        are written on their own (each with its own offsets and dedup token) until the
+        refused events are single; those come back as ``store_rejected`` for the DLQ, with
+        the store's error. Transient errors (``StoreUnavailable``) propagate: the caller
+        retries, and the same batch bisects the same way, so the retry is deduplicated.
+        """
         if not result.partitions:
-            return
+            return []
+        try:
+            self._write(result.partitions, result.log_rows)
+            return []
+        except StoreUnavailable:
+            raise  # StoreMisconfigured too: no part of the batch could be written either
+        except QueryFailed as exc:
+            if not result.counted:
+                raise  # no event's rows in it: not something the DLQ can hold
+            log.warning(
+                "the store refused a batch of %d events; writing it in halves to find the "
+                "events it refuses: %s",
+                len(result.counted),
+                self.redactor.redact(str(exc))[:500],
+            )
+            refused = self._bisect(sorted(result.counted, key=_position), exc)
+        return [redact_rejected(r, self.redactor) for r in refused]
+
+    def _bisect(self, items: Sequence[Counted], error: QueryFailed) -> list[Rejected]:
+        if len(items) == 1:
+            log.error(
+                "store_rejected at %s, event sent to the DLQ: %s",
+                items[0].record.coordinates,
+                self.redactor.redact(str(error))[:500],
+            )
+            return [Rejected(items[0].record, "store_rejected", str(error))]
+        refused: list[Rejected] = []
+        mid = len(items) // 2
+        for half in (items[:mid], items[mid:]):
+            try:
+                self._write(_partition_counts(half), [item.row for item in half])
+            except StoreUnavailable:
+                raise
+            except QueryFailed as exc:
+                refused += self._bisect(half, exc)
+        return refused
+
+    def _write(self, partitions: PartitionCounts, log_rows: list[dict[str, Any]]) -> None:
         token_base = "|".join(
-            f"{t}:{p}:{first}-{last}"
-            for (t, p), (first, last, _, _) in sorted(result.partitions.items())
+            f"{t}:{p}:{first}-{last}" for (t, p), (first, last, _, _) in sorted(partitions.items())
         )
         digest = hashlib.sha256(f"{self.consumer_group}|{token_base}".encode()).hexdigest()[:32]
-        if result.log_rows:
-            self.store.insert("inference_logs", result.log_rows, dedup_token=f"logs-{digest}")
+        if log_rows:
+            self.store.insert("inference_logs", log_rows, dedup_token=f"logs-{digest}")
         rows = []
-        for (topic, partition), (first, last, n, counts) in sorted(result.partitions.items()):
+        for (topic, partition), (first, last, n, counts) in sorted(partitions.items()):
             keys = sorted(counts)
             rows.append(
                 {
@@ -419,3 +530,19 @@ class IngestProcessor:
                 }
             )
         self.store.insert("flush_log", rows, dedup_token=f"flush-{digest}")
+
+
+def _position(item: Counted) -> tuple[str, int, int]:
+    return item.record.topic, item.record.partition, item.record.offset
+
+
+def _partition_counts(items: Sequence[Counted]) -> PartitionCounts:
+    """The flush_log rows' contents for some counted events (a part of a batch)."""
+    out: PartitionCounts = {}
+    for item in items:
+        record = item.record
+        key = (record.topic, record.partition)
+        first, last, n, counts = out.get(key, (record.offset, record.offset, 0, Counter()))
+        counts.update(item.keys)
+        out[key] = (min(first, record.offset), max(last, record.offset), n + 1, counts)
+    return out

@@ -55,3 +55,5 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             await evaluate_once(ctx)
         except StoreError as exc:
             log.error("drift evaluation skipped this round, store unavailable: %s", exc)
+        except Exception as exc:  # e.g. the alerts topic: re-evaluated (and re-sent) next round
+            log.error("drift evaluation failed this round, retried next round: %r", exc)

@@ -13,17 +13,20 @@ import asyncio
 import logging
 import random
 import time
+import traceback
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaTimeoutError
 from faust.exceptions import ProducerSendError
 
 from streams.app import WorkerContext, raw_topic
 from workers.embedding import load_embedder
 from workers.ingest import BatchResult, IngestProcessor, RawRecord, Rejected
 from workers.redact import Redactor
-from workers.store.exceptions import StoreError
+from workers.store.exceptions import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +61,12 @@ async def retry_forever(
     *args: Any,
     what: str,
     max_backoff: float = 30.0,
-    on_error: Callable[[], None] | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
 ) -> Any:
-    """Call ``fn`` in a thread until it succeeds and return its result; store errors back
-    off exponentially (0.5 s doubling to ``max_backoff``, jittered), other errors raise.
-    ``on_error`` is called (on the event loop) after each failed attempt, e.g. to count it."""
+    """Call ``fn`` in a thread until it succeeds and return its result; transient store
+    errors (:class:`StoreUnavailable`) back off exponentially (0.5 s doubling to
+    ``max_backoff``, jittered), other errors raise.
+    ``on_error`` is called (on the event loop) with each failed attempt's error."""
     delay = 0.5
     attempt = 0
     while True:
@@ -71,10 +75,10 @@ async def retry_forever(
             if attempt:
                 log.warning("%s succeeded after %d retries", what, attempt)
             return result
-        except StoreError as exc:
+        except StoreUnavailable as exc:
             attempt += 1
             if on_error is not None:
-                on_error()
+                on_error(exc)
             log.error(
                 "%s failed (attempt %d), not committing; retrying in %.1fs: %s",
                 what,
@@ -86,12 +90,53 @@ async def retry_forever(
             delay = min(delay * 2, max_backoff)
 
 
+def transient_send_error(exc: BaseException) -> bool:
+    """A send that may succeed later (the broker away, a leader moving), not a refusal."""
+    cause = exc.__cause__ if isinstance(exc, ProducerSendError) and exc.__cause__ else exc
+    return isinstance(cause, KafkaTimeoutError) or bool(getattr(cause, "retriable", False))
+
+
 async def deliver(
-    topic: Any, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    topic: Any,
+    key: bytes | None,
+    value: bytes,
+    headers: list[tuple[str, bytes]] | None = None,
+    *,
+    max_backoff: float = 30.0,
 ) -> None:
-    """Send and wait for the broker's acknowledgement (before the source offset is acked)."""
-    fut = await topic.send(key=key, value=value, headers=headers)
-    await fut
+    """Send and wait for the broker's acknowledgement (before the source offset is acked).
+
+    Transient failures are retried with backoff (the batch waits, as for a store outage);
+    a refusal (``MessageSizeTooLarge``, authorization) raises."""
+    delay = 0.5
+    attempt = 0
+    while True:
+        try:
+            fut = await topic.send(key=key, value=value, headers=headers)
+            await fut
+            return
+        except (ProducerSendError, KafkaTimeoutError) as exc:
+            if not transient_send_error(exc):
+                raise
+            attempt += 1
+            log.error(
+                "delivery to %s failed (attempt %d), not committing; retrying in %.1fs: %r",
+                topic.get_topic_name(),
+                attempt,
+                delay,
+                exc,
+            )
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, max_backoff)
+
+
+def batch_coordinates(records: list[RawRecord]) -> str:
+    """``topic[partition]@first-last`` for each partition of a batch."""
+    spans: dict[tuple[str, int], tuple[int, int]] = {}
+    for r in records:
+        lo, hi = spans.get((r.topic, r.partition), (r.offset, r.offset))
+        spans[(r.topic, r.partition)] = (min(lo, r.offset), max(hi, r.offset))
+    return ", ".join(f"{t}[{p}]@{lo}-{hi}" for (t, p), (lo, hi) in sorted(spans.items()))
 
 
 def register(app: faust.App, ctx: WorkerContext) -> None:
@@ -107,6 +152,8 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         max_event_bytes=settings.max_event_bytes,
         embed_sample_rate=settings.ingest.embed_sample_rate,
         embed_batch_size=settings.ingest.embed_batch_size,
+        now=ctx.now,
+        max_event_age=timedelta(days=settings.ingest.max_event_age_days),
         # Looked up when a baseline first needs its embedder, so a caller may put another
         # factory (name -> Embedder) in ctx.extras["embedder_factory"] before the app starts.
         embedder_factory=lambda name: ctx.extras.get("embedder_factory", load_embedder)(name),
@@ -134,41 +181,71 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
 
     ctx.metrics.inc("sentryml_store_errors_total", 0)  # exported (as 0) before any error
 
-    def store_error() -> None:
+    def store_error(exc: BaseException) -> None:
         ctx.metrics.inc("sentryml_store_errors_total")
+        ctx.health.failed(processor.redactor.redact(str(exc))[:300])
 
-    async def handle(result: BatchResult) -> None:
+    async def handle(result: BatchResult) -> int:
+        """DLQ, judge sample, flush; the number of events the store refused (DLQ'd too)."""
         for rejected in result.rejected:
             await to_dlq(rejected)
         sampler = ctx.extras.get("judge_sampler")
         if sampler is not None:
-            for event in sampler.select(result.accepted):
+            # select reads today's judge usage from the store: never on the event loop.
+            for event in await asyncio.to_thread(sampler.select, result.accepted):
                 await deliver(judge_requests, event.request_id.encode(), event.to_bytes())
-        await retry_forever(
+        refused = await retry_forever(
             processor.flush, result, what="flush to the store", on_error=store_error
         )
+        ctx.health.succeeded()
+        for rejected in refused:  # counted nowhere: the DLQ holds them before the ack
+            await to_dlq(rejected)
         # Wall-clock seconds, for Prometheus' time(): alert when a worker with a backlog
         # has not flushed for minutes (docs/operations.md, "Alerting on SentryML").
         ctx.metrics.set("sentryml_last_flush_timestamp_seconds", time.time())
+        return len(refused)
+
+    async def ingest_batch(stream: Any, events: list[Any], records: list[RawRecord]) -> None:
+        started = time.perf_counter()
+        # Processing reads flush_log and baselines: it waits for the store like a flush.
+        result = await retry_forever(
+            processor.process, records, what="processing a batch", on_error=store_error
+        )
+        refused = await handle(result)
+        for event in events:
+            await stream.ack(event)
+        # Seconds per second = how busy this worker is, and how much of it is embedding.
+        ctx.metrics.inc("sentryml_batch_seconds_total", time.perf_counter() - started)
+        ctx.metrics.inc("sentryml_embed_seconds_total", result.embed_seconds)
+        ctx.metrics.inc("sentryml_events_total", len(records))
+        ctx.metrics.inc("sentryml_events_counted_total", len(result.accepted) - refused)
+        ctx.metrics.inc("sentryml_events_store_rejected_total", refused)
+        ctx.metrics.inc("sentryml_events_skipped_replay_total", result.skipped)
+        ctx.metrics.inc("sentryml_events_expired_total", result.expired)
+        ctx.metrics.inc("sentryml_flushes_total")
 
     @app.agent(source, name="ingest")
     async def ingest(stream: Any) -> None:  # faust.StreamT lacks noack_take in its stubs
         async for events in stream.noack_take(
             settings.ingest.batch_max, within=settings.ingest.batch_seconds
         ):
-            started = time.perf_counter()
             records = [raw_record(e) for e in events]
-            # Processing reads flush_log and baselines: it waits for the store like a flush.
-            result = await retry_forever(
-                processor.process, records, what="processing a batch", on_error=store_error
-            )
-            await handle(result)
-            for event in events:
-                await stream.ack(event)
-            # Seconds per second = how busy this worker is, and how much of it is embedding.
-            ctx.metrics.inc("sentryml_batch_seconds_total", time.perf_counter() - started)
-            ctx.metrics.inc("sentryml_embed_seconds_total", result.embed_seconds)
-            ctx.metrics.inc("sentryml_events_total", len(records))
-            ctx.metrics.inc("sentryml_events_counted_total", len(result.accepted))
-            ctx.metrics.inc("sentryml_events_skipped_replay_total", result.skipped)
-            ctx.metrics.inc("sentryml_flushes_total")
+            for e in events:
+                ctx.health.first_fetched.setdefault(e.message.tp, e.message.offset)
+            ctx.health.batch_started()
+            try:
+                await ingest_batch(stream, events, records)
+                ctx.health.batch_finished()
+            except Exception as exc:
+                # Neither bad input (that went to the DLQ) nor transient (that was retried):
+                # carrying on would let later acks commit past this batch. Stop instead, so
+                # that Kafka redelivers it to the next owner.
+                log.critical(
+                    "unexpected error in the batch %s, not acked; stopping the worker so "
+                    "that Kafka redelivers it: %s",
+                    batch_coordinates(records),
+                    processor.redactor.redact(traceback.format_exc()),
+                )
+                ctx.metrics.inc("sentryml_fatal_errors_total")
+                ctx.fail(exc)
+                await asyncio.Event().wait()  # take nothing more; the stop cancels this

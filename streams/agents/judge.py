@@ -16,8 +16,11 @@ the ack replays the batch; the dedup token and the table's ``ReplacingMergeTree`
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import random
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import faust
@@ -28,6 +31,7 @@ from streams.app import WorkerContext, alert_publisher, raw_topic
 from workers.alerts import AlertSink
 from workers.judge import JudgeClient, JudgedBatch, judge_batch
 from workers.judge_alerts import judge_drop_alerts, rolling_judge_means
+from workers.records import RawRecord
 from workers.sampling import JudgeSampler
 from workers.store import Store
 from workers.store.exceptions import StoreError
@@ -84,6 +88,24 @@ async def check_judge_drops(ctx: WorkerContext, sink: AlertSink, now: datetime) 
     return await sink.emit(alerts)
 
 
+def budget_decisions(sampler: JudgeSampler, records: Sequence[RawRecord]) -> dict[str, bool]:
+    """Whether each model's judge budget is open, for the models a batch names (it may
+    read the store: run it in a thread). Undecodable records are left to ``judge_batch``."""
+    models: set[str] = set()
+    for record in records:
+        try:
+            model = json.loads(record.value).get("base_model")
+        except (ValueError, AttributeError, RecursionError):
+            continue
+        if isinstance(model, str):
+            models.add(model)
+    return {model: sampler.budget_open(model) for model in sorted(models)}
+
+
+def _decided(decisions: dict[str, bool], model: str) -> bool:
+    return decisions.get(model, True)
+
+
 def register(app: faust.App, ctx: WorkerContext) -> None:
     settings = ctx.settings.judge
     if not settings.enabled:
@@ -112,10 +134,12 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         batches = stream.noack_take(settings.batch_size, within=settings.batch_seconds)  # type: ignore[attr-defined]
         async for events in batches:
             records = [raw_record(e) for e in events]
+            # The budget check may read today's usage from the store: never on the loop.
+            budget = await asyncio.to_thread(budget_decisions, sampler, records)
             batch = await judge_batch(
                 client,
                 records,
-                budget_open=sampler.budget_open,
+                budget_open=functools.partial(_decided, budget),
                 max_event_bytes=ctx.settings.max_event_bytes,
             )
             pending = []
@@ -150,14 +174,16 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         if not alerts:
             return
         try:
-            await budget_sink.emit(alerts)
-        except StoreError as exc:
+            delivered = await budget_sink.emit(alerts)
+        except Exception as exc:  # the store or the alerts topic: keep them for the next tick
             sampler.defer_alerts(alerts)
-            log.error("cannot store judge budget alerts yet, will retry: %s", exc)
+            log.error("cannot deliver judge budget alerts yet, will retry: %r", exc)
+        else:
+            log.debug("judge budget alerts delivered: %d", len(delivered))
 
     @app.timer(settings.alert_interval_s, on_leader=True, name="judge-drop-check")
     async def judge_drop_check() -> None:
         try:
             await check_judge_drops(ctx, drop_sink, ctx.now())
-        except StoreError as exc:
-            log.error("judge drop check skipped, store unavailable: %s", exc)
+        except Exception as exc:  # re-evaluated next round, an undelivered alert with it
+            log.error("judge drop check failed this round, retried next round: %r", exc)

@@ -24,5 +24,5 @@ def register(app: typer.Typer) -> None:
         store.migrate()
         if create_topics:
             make_topics(settings.kafka)
-        app, _ = create_app(settings, store=store)
-        run_worker(app, loglevel=loglevel)
+        app, ctx = create_app(settings, store=store)
+        run_worker(app, ctx, loglevel=loglevel)

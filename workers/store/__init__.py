@@ -23,7 +23,13 @@ from importlib import resources
 from typing import Any
 
 from streams.config import StoreSettings
-from workers.store.exceptions import InvalidStoreURL, QueryFailed, StoreError, StoreUnavailable
+from workers.store.exceptions import (
+    InvalidStoreURL,
+    QueryFailed,
+    StoreError,
+    StoreMisconfigured,
+    StoreUnavailable,
+)
 
 __all__ = [
     "InvalidStoreURL",
@@ -31,6 +37,7 @@ __all__ = [
     "QueryResult",
     "Store",
     "StoreError",
+    "StoreMisconfigured",
     "StoreUnavailable",
     "migrations",
     "open_store",

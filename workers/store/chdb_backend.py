@@ -14,7 +14,7 @@ from typing import Any
 import chdb.session
 
 from workers.store import QueryResult, Store
-from workers.store.exceptions import QueryFailed, StoreUnavailable
+from workers.store.exceptions import StoreUnavailable, translate
 from workers.store.params import text_params
 
 # Session settings that make JSON output lossless for Python (set once per session, so
@@ -171,7 +171,7 @@ class ChdbStore(Store):
                     or ("Readonly" in message or "NOT_ENOUGH_SPACE" in message)
                 ):
                     raise StoreUnavailable(f"chDB at {self.path}: {message}") from exc
-                raise QueryFailed(f"{message[:2000]}\n  in: {sql[:500]}") from exc
+                raise translate(f"{message[:2000]}\n  in: {sql[:500]}") from exc
 
     def command(
         self,

@@ -11,7 +11,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from workers.store import QueryResult, Store
-from workers.store.exceptions import QueryFailed, StoreUnavailable
+from workers.store.exceptions import QueryFailed, StoreUnavailable, translate
 from workers.store.params import utc_params
 
 _AUTHENTICATION_FAILED = 516
@@ -75,8 +75,8 @@ class ClickHouseStore(Store):
             return fn(*args, **kwargs)
         except OperationalError as exc:
             raise StoreUnavailable(f"ClickHouse at {self.url}: {exc}") from exc
-        except DatabaseError as exc:
-            raise QueryFailed(str(exc)) from exc
+        except DatabaseError as exc:  # DataError too: a value the client cannot encode
+            raise translate(f"ClickHouse at {self.url}: {exc}", exc.code) from exc
 
     def command(
         self,
