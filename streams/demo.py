@@ -269,7 +269,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             "SENTRYML_JUDGE_DROP_MIN_SAMPLES": "3",
             "SENTRYML_JUDGE_ALERT_INTERVAL_S": "15",
             "SENTRYML_RETRAIN_INTERVAL_S": "10",
-            "SENTRYML_RETRAIN_CONSECUTIVE_EVALUATIONS": "2",
+            "SENTRYML_RETRAIN_PERSIST_S": "15",  # production: hours
+            "SENTRYML_RETRAIN_MAX_GAP_S": "30",
             "SENTRYML_RETRAIN_DRIFT_WINDOWS": '["1h"]',
             "SENTRYML_RETRAIN_MIN_EXAMPLES": json.dumps({"style": cfg.feedback_examples // 2}),
             "SENTRYML_RETRAIN_COOLDOWN_DAYS": "0",
