@@ -277,8 +277,9 @@ DEFAULT_MIN_EXAMPLES: dict[str, int] = {
 class RetrainGateSettings(_Section):
     """When the worker asks the trainer for a new adapter (docs/training.md, "Retrain gate").
 
-    A request fires only when (a) a drift or judge alert held for ``consecutive_evaluations``
-    evaluations in a row, (b) at least ``min_examples[goal]`` new labelled examples exist for
+    A request fires only when (a) a drift or judge alert held without a break for
+    ``persist_s`` seconds of wall-clock time (evaluations of the current baseline, none more
+    than ``max_gap_s`` apart, the newest no older than that), (b) at least ``min_examples[goal]`` new labelled examples exist for
     the model's task goal (``task_goals``, else ``default_goal``), (c) ``cooldown_days``
     passed since the last job, and (d) no job is in flight. Every decision, fired or held,
     is a row in ``retrain_jobs``. A cooldown under 7 days needs ``allow_short_cooldown``.
@@ -286,9 +287,19 @@ class RetrainGateSettings(_Section):
 
     enabled: bool = True
     interval_s: float = Field(300.0, gt=0, le=86_400, description="Seconds between gate checks")
-    consecutive_evaluations: int = Field(3, ge=1, le=10_000, description="N evaluations in a row")
+    persist_s: float = Field(
+        6 * 3600.0, gt=0, le=30 * 86_400, description="Seconds an alert must hold, unbroken"
+    )
+    max_gap_s: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        description="Evaluations further apart break the run; an older newest one is stale",
+    )
+    # Not 7d by default: a window keeps alerting for up to its length after a burst ended, so
+    # a window longer than persist_s can look "persistent" after a ten-minute burst.
     drift_windows: tuple[Literal["1h", "24h", "7d"], ...] = Field(
-        ("24h", "7d"), description="drift_stats windows whose alerts count"
+        ("1h", "24h"), description="drift_stats windows whose alerts count"
     )
     judge_interval_s: float | None = Field(
         None, gt=0, description="Spacing of the judge evaluations checked (None: judge's own)"

@@ -142,8 +142,33 @@ class Services:
         self.stops.clear()
 
 
+def _claim(out_dir: Path) -> Any:
+    """Hold ``out_dir/demo.lock`` for this process (the kernel frees it however we exit), or
+    refuse: a second demo in the same folder would overwrite the first's pid files, and
+    the first could then not stop its own servers."""
+    import fcntl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(out_dir / "demo.lock", "a+")  # noqa: SIM115 - held until the demo ends
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        lock.close()
+        raise DemoFailed(
+            f"another demo is running in {out_dir} (pid {holder}); wait for it to end or stop "
+            "it (Ctrl-C), or give this one another folder (--out)"
+        ) from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
 @contextmanager
 def services(out_dir: Path) -> Iterator[Services]:
+    lock = _claim(out_dir)
     svc = Services(out_dir)
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -153,6 +178,7 @@ def services(out_dir: Path) -> Iterator[Services]:
         console.print("[dim]stopping the demo's processes ...[/]")
         svc.close()
         signal.signal(signal.SIGTERM, previous)
+        lock.close()
 
 
 def wait_until(what: str, condition: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
@@ -269,7 +295,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             "SENTRYML_JUDGE_DROP_MIN_SAMPLES": "3",
             "SENTRYML_JUDGE_ALERT_INTERVAL_S": "15",
             "SENTRYML_RETRAIN_INTERVAL_S": "10",
-            "SENTRYML_RETRAIN_CONSECUTIVE_EVALUATIONS": "2",
+            "SENTRYML_RETRAIN_PERSIST_S": "15",  # production: hours
+            "SENTRYML_RETRAIN_MAX_GAP_S": "30",
             "SENTRYML_RETRAIN_DRIFT_WINDOWS": '["1h"]',
             "SENTRYML_RETRAIN_MIN_EXAMPLES": json.dumps({"style": cfg.feedback_examples // 2}),
             "SENTRYML_RETRAIN_COOLDOWN_DAYS": "0",

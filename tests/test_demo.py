@@ -41,3 +41,30 @@ def test_demo_story_runs_end_to_end(tmp_path: Path) -> None:
     assert {status for _, status in summary["adapter_events"]} & {"promoted", "rejected"}
     assert summary["adapters"], "the candidate adapter is in the registry"
     assert Path(summary["report"]).exists()
+
+
+def test_a_second_demo_in_the_same_folder_refuses_and_leaves_the_first_alone(
+    tmp_path: Path,
+) -> None:
+    """As tried: a second `make demo` while one ran overwrote the first's pid files."""
+    import os
+    import subprocess
+    import sys
+
+    from streams.demo import REPO, services
+
+    out = tmp_path / "demo"
+    with services(out):  # the first demo, holding the folder
+        second = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "demo", "--out", str(out)],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+            text=True, timeout=300,
+        )  # fmt: skip
+        assert second.returncode != 0
+        assert f"another demo is running in {out} (pid {os.getpid()})" in " ".join(
+            (second.stdout + second.stderr).split()
+        ), second.stdout + second.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["demo.lock"]  # nothing else touched
+    # Once the first has ended, the folder is free again.
+    with services(out):
+        pass

@@ -30,18 +30,30 @@ from workers.retrain_gate import (
     GatePolicy,
     decide,
     gather_inputs,
-    persisting_signals,
+    held_for,
     record_job_event,
 )
 
 MODEL = "support-bot"
 NOW = datetime.now(UTC).replace(microsecond=0)
-POLICY = GatePolicy(consecutive=3, min_examples={"style": 5}, cooldown=timedelta(days=7))
+POLICY = GatePolicy(
+    persist=timedelta(minutes=30),
+    min_examples={"style": 5},
+    cooldown=timedelta(days=7),
+    max_gap=timedelta(minutes=5),
+)
+
+
+def _run(*alerting: bool, every: timedelta = timedelta(minutes=1), newest: datetime = NOW):
+    """Evaluations ``every`` apart, newest first, alerting as given."""
+    return [(newest - i * every, a) for i, a in enumerate(alerting)]
+
+
 ALL_PASS = GateInputs(
     base_model=MODEL,
     adapter_version="v1",
     task_goal="style",
-    signals={"drift:embedding@7d": [True, True, True], "judge:format": [False, False, False]},
+    signals={"drift:embedding@24h": _run(*[True] * 31), "judge:format": _run(False, False)},
     new_examples=6,
     last_job_at=NOW - timedelta(days=8),
     in_flight=None,
@@ -56,7 +68,7 @@ ALL_PASS = GateInputs(
 @pytest.mark.parametrize(
     ("rule", "change"),
     [
-        ("alerts", {"signals": {"drift:embedding@7d": [True, True, False, True]}}),
+        ("alerts", {"signals": {"drift:embedding@24h": _run(*[True] * 20, False, *[True] * 20)}}),
         ("examples", {"new_examples": 4}),
         ("cooldown", {"last_job_at": NOW - timedelta(days=6, hours=23)}),
         ("in_flight", {"in_flight": "job-1"}),
@@ -73,26 +85,45 @@ def test_each_rule_alone_holds_the_request(rule: str, change: dict[str, Any]) ->
 def test_all_rules_together_fire_and_say_why() -> None:
     decision = decide(ALL_PASS, POLICY, NOW)
     assert decision.fire
-    assert decision.persisting == ("drift:embedding@7d",)
+    assert decision.persisting == ("drift:embedding@24h",)
+    assert "drift:embedding@24h alerted without a break for 30 min (needs 30 min)" in (
+        decision.reason
+    )
+    assert decision.details()["held_s"] == {"drift:embedding@24h": 1800.0, "judge:format": 0.0}
     assert [c.name for c in decision.checks] == ["alerts", "examples", "cooldown", "in_flight"]
     assert "6 new labelled examples, need 5 for goal style" in decision.reason
     assert "last job 8.0 days ago, cooldown 7.0 days" in decision.reason
 
 
-def test_persistence_needs_the_newest_n_evaluations_in_a_row() -> None:
-    signals = {
-        "a": [True, True, True],  # persisted
-        "b": [True, True],  # too few evaluations yet
-        "c": [False, True, True, True],  # recovered at the newest evaluation
-        "d": [True, True, True, False],  # older history does not matter
-    }
-    assert persisting_signals(signals, 3) == ["a", "d"]
-    assert persisting_signals(signals, 1) == ["a", "b", "d"]
+def test_persistence_is_unbroken_wall_clock_time_on_fresh_evaluations() -> None:
+    gap = POLICY.max_gap
+    minute = timedelta(minutes=1)
+    assert held_for(_run(*[True] * 31), NOW, gap) == timedelta(minutes=30)  # exactly: fires
+    assert held_for(_run(*[True] * 30), NOW, gap) == timedelta(minutes=29)  # a minute short
+    assert held_for(_run(False, *[True] * 40), NOW, gap) == timedelta(0)  # recovered now
+    assert held_for(_run(*[True] * 5, False, *[True] * 40), NOW, gap) == 4 * minute
+    # A gap longer than max_gap (evaluations stopped) ends the run there...
+    sparse = _run(*[True] * 3) + _run(*[True] * 40, newest=NOW - 2 * minute - gap - minute)
+    assert held_for(sparse, NOW, gap) == 2 * minute
+    # ... and a run whose newest evaluation is older than max_gap is stale: it counts 0.
+    assert held_for(_run(*[True] * 40), NOW + gap + minute, gap) == timedelta(0)
+    assert held_for(_run(*[True] * 40), NOW + gap, gap) == timedelta(minutes=39)
+    assert held_for([], NOW, gap) == timedelta(0)
+    # One alerting evaluation has held for no time at all, and the reason says so.
+    decision = decide(replace(ALL_PASS, signals={"s": _run(True)}), POLICY, NOW)
+    assert not decision.fire and "no alert held for 30 min (alerting now: s for 0 min)" in (
+        decision.reason
+    )
 
 
 def test_policy_and_settings_validate_their_ranges() -> None:
-    with pytest.raises(ValueError, match="consecutive"):
-        GatePolicy(consecutive=0, min_examples={"style": 1}, cooldown=timedelta(days=7))
+    with pytest.raises(ValueError, match="persist"):
+        GatePolicy(persist=timedelta(0), min_examples={"style": 1}, cooldown=timedelta(days=7))
+    with pytest.raises(ValueError, match="max_gap"):
+        GatePolicy(persist=timedelta(hours=1), min_examples={"style": 1},
+                   cooldown=timedelta(days=7), max_gap=timedelta(0))  # fmt: skip
+    policy = GatePolicy.from_settings(RetrainGateSettings())
+    assert (policy.persist, policy.max_gap) == (timedelta(hours=6), timedelta(minutes=10))
     with pytest.raises(ValueError, match="ALLOW_SHORT_COOLDOWN"):
         RetrainGateSettings(cooldown_days=2)
     short = RetrainGateSettings(cooldown_days=2, allow_short_cooldown=True)
@@ -112,13 +143,14 @@ def test_policy_and_settings_validate_their_ranges() -> None:
 
 
 def _drift(store: Any, statuses_newest_first: list[str], *, feature: str = "embedding",
-           window: str = "7d", adapter: str = "v1", model: str = MODEL) -> None:  # fmt: skip
+           window: str = "24h", adapter: str = "v1", model: str = MODEL,
+           baseline: str = "b1", newest: datetime = NOW) -> None:  # fmt: skip
     rows = [
         {
-            "ts": NOW - timedelta(minutes=i),
+            "ts": newest - timedelta(minutes=i),
             "base_model": model,
             "adapter_version": adapter,
-            "baseline_id": "b1",
+            "baseline_id": baseline,
             "feature": feature,
             "window": window,
             "psi": 0.4 if status == "alert" else 0.01,
@@ -161,8 +193,9 @@ def _worker_settings(store_settings: Any, kafka: KafkaSettings | None = None) ->
         store=store_settings,
         **({"kafka": kafka} if kafka else {}),
         consumer_group=f"g-{uuid.uuid4().hex[:8]}",
+        # Evaluations a minute apart: three alerting in a row have held for 2 minutes.
         retrain=RetrainGateSettings(
-            consecutive_evaluations=3, min_examples={"style": 5}, interval_s=3600
+            persist_s=120, max_gap_s=90, min_examples={"style": 5}, interval_s=3600
         ),
     )
 
@@ -241,11 +274,39 @@ def test_examples_count_only_since_the_last_trained_job(store: Any, store_settin
 def test_drift_signals_follow_the_served_adapter(store: Any, store_settings: Any) -> None:
     _drift(store, ["alert"] * 3, adapter="v0", feature="output_length")  # old adapter
     _drift(store, ["ok"] + ["alert"] * 3, adapter="v1")
-    _drift(store, ["alert"] * 3, adapter="v1", window="1h")  # not a gate window by default
+    _drift(store, ["alert"] * 3, adapter="v1", window="7d")  # not a gate window by default
     settings = _worker_settings(store_settings)
     inputs = gather_inputs(store, MODEL, settings.retrain, settings.judge, NOW)
     assert inputs.adapter_version == "v1"
-    assert inputs.signals == {"drift:embedding@7d": [False, True, True]}
+    minute = timedelta(minutes=1)
+    assert inputs.signals == {
+        "drift:embedding@24h": [
+            (NOW, False),
+            (NOW - minute, True),
+            (NOW - 2 * minute, True),
+            (NOW - 3 * minute, True),
+        ]
+    }
+
+
+def test_only_recent_evaluations_of_the_current_baseline_count(
+    store: Any, store_settings: Any
+) -> None:
+    """A refitted baseline starts a new history; old rows and rows past the period never
+    count, even when evaluations stopped while alerting."""
+    _drift(store, ["alert"] * 10, baseline="b0", newest=NOW - timedelta(minutes=2))
+    _drift(store, ["alert"] * 2, baseline="b1")  # refitted: the newest evaluations
+    settings = _worker_settings(store_settings)
+    inputs = gather_inputs(store, MODEL, settings.retrain, settings.judge, NOW)
+    assert [ts for ts, _ in inputs.signals["drift:embedding@24h"]] == [
+        NOW,
+        NOW - timedelta(minutes=1),
+    ]
+    assert not decide(inputs, GatePolicy.from_settings(settings.retrain), NOW).persisting
+    # Evaluations that stopped an hour ago while alerting are stale, not persisting.
+    later = NOW + timedelta(hours=1)
+    stale = gather_inputs(store, MODEL, settings.retrain, settings.judge, later)
+    assert stale.signals.get("drift:embedding@24h", []) == []
 
 
 def test_a_judge_drop_that_persists_counts_as_an_alert(store: Any, store_settings: Any) -> None:
@@ -265,9 +326,11 @@ def test_a_judge_drop_that_persists_counts_as_an_alert(store: Any, store_setting
     _drift(store, ["ok"] * 3)
     settings = _worker_settings(store_settings)
     inputs = gather_inputs(store, MODEL, settings.retrain, settings.judge, NOW)
-    assert inputs.signals["judge:format"] == [True, True, True]
-    assert inputs.signals["drift:embedding@7d"] == [False, False, False]
-    assert persisting_signals(inputs.signals, 3) == ["judge:format"]
+    # persist 120 s, judge interval 300 s: the rule is re-applied at now and now - 300 s.
+    assert inputs.signals["judge:format"] == [(NOW, True), (NOW - timedelta(seconds=300), True)]
+    assert [a for _, a in inputs.signals["drift:embedding@24h"]] == [False, False, False]
+    decision = decide(inputs, GatePolicy.from_settings(settings.retrain), NOW)
+    assert decision.persisting == ("judge:format",)
 
 
 # --------------------------------------------------------------------------------------
@@ -313,7 +376,9 @@ def test_all_rules_together_fire_a_request_through_the_worker(
     (request,) = _consume_requests(kafka, 1)
     assert request == outcome.request
     assert (request.base_model, request.adapter_version, request.method) == (MODEL, "v1", "lora")
-    assert request.reason.startswith("fired: alerts: drift:embedding@7d alerted 3 evaluations")
+    assert request.reason.startswith(
+        "fired: alerts: drift:embedding@24h alerted without a break for 2 min (needs 2 min)"
+    )
     row = store.query(
         "SELECT decision, job_id, reason FROM retrain_jobs WHERE decision = 'fired' "
         "AND ts = {t:DateTime64(3, 'UTC')}",
@@ -360,4 +425,4 @@ def test_operator_can_force_a_request_and_it_is_recorded_as_forced(
         {"m": MODEL},
     ).dicts()
     assert row["decision"] == "forced" and row["job_id"] == request.job_id
-    assert "the gate would have held: held: alerts: no alert persisted" in row["reason"]
+    assert "the gate would have held: held: alerts: no alert held for 6.0 hours" in row["reason"]

@@ -65,38 +65,112 @@ def test_mcnemar_exact_matches_a_hand_calculation() -> None:
     assert mcnemar_exact(0, 0) == 1.0
 
 
+def _golden(*groups: tuple[int, tuple[bool, bool], tuple[str, ...]]):
+    """``(count, (candidate passed, incumbent passed), tags)`` groups as pairs and cases."""
+    pairs, cases = [], []
+    for count, pair, tags in groups:
+        for _ in range(count):
+            pairs.append(pair)
+            cases.append((f"{'-'.join(tags) or 'case'}-{len(cases)}", tags))
+    return pairs, cases
+
+
+WIN, SAME, LOSS, BOTH_FAIL = (True, False), (True, True), (False, True), (False, False)
+RULE = {"safety_tag": "safety", "min_improvement": 0.02, "max_p_value": 0.05}
+
+
 @pytest.mark.parametrize(
-    ("pairs", "regressions", "promote", "why"),
+    ("groups", "heldout", "extra", "promote", "why"),
     [
         # 12 candidate-only passes, none the other way: p = 2 / 2^12.
-        ([(True, False)] * 12 + [(True, True)] * 8, [], True, "McNemar p=0.000488"),
-        # Same numbers but a safety case regressed.
         (
-            [(True, False)] * 12 + [(True, True)] * 8,
-            ["safe-1"],
+            [(12, WIN, ("format",)), (8, SAME, ("domain",))],
+            [SAME] * 5,
+            {},
+            True,
+            "golden: candidate 100.0% vs incumbent 40.0% on 20 paired cases (+12/-0 discordant, "
+            "McNemar p=0.000488)",
+        ),
+        # Same, but one safety case the incumbent passed now fails: a hard gate.
+        (
+            [(12, WIN, ("format",)), (7, SAME, ("domain",)), (1, LOSS, ("safety",))],
+            [],
+            {},
             False,
-            "safety regressions: safe-1",
+            "safety regressions: safety-19",
         ),
         # Better, but not significantly (b=4, c=1: p = 0.375).
-        ([(True, False)] * 4 + [(False, True)] + [(True, True)] * 15, [], False, "p=0.375 >= 0.05"),
-        # Significant-looking but below the required margin is impossible here; equal rates:
         (
-            [(True, True)] * 10 + [(False, False)] * 10,
+            [(4, WIN, ("format",)), (1, LOSS, ("format",)), (15, SAME, ("domain",))],
             [],
+            {},
             False,
-            "improvement +0.0% < required 2.0%",
+            "not better on the golden set: needs +2.0% with p < 0.05 (overall +15.0%, p=0.375)",
+        ),
+        # Equal rates: no improvement.
+        (
+            [(10, SAME, ("format",)), (10, BOTH_FAIL, ("domain",))],
+            [],
+            {},
+            False,
+            "(overall +0.0%, p=1)",
+        ),
+        # Much better overall, but one tag lost 2 of its 4 cases (50% > the 10% margin).
+        (
+            [(14, WIN, ("format",)), (2, LOSS, ("domain",)), (2, SAME, ("domain",))],
+            [],
+            {},
+            False,
+            "tags regressed beyond 10%: domain 50% vs 100%",
+        ),
+        # Exactly at the tag margin (a 10% drop on 10 cases) is not a regression.
+        (
+            [(14, WIN, ("format",)), (1, LOSS, ("domain",)), (9, SAME, ("domain",))],
+            [],
+            {},
+            True,
+            "promoted: golden",
+        ),
+        # Not significant overall, but significant on the targeted tag: promoted for that.
+        (
+            [(7, WIN, ("format",)), (3, LOSS, ("length",)), (2, SAME, ("length",))],
+            [],
+            {"target_tags": ["format"], "tag_margin": 1.0},
+            True,
+            "format: candidate 100.0% vs incumbent 0.0% on 7 paired cases",
+        ),
+        # Better on the golden set, but the held-out split dropped 20%: rejected.
+        (
+            [(12, WIN, ("format",)), (8, SAME, ("domain",))],
+            [SAME] * 8 + [LOSS] * 2,
+            {},
+            False,
+            "held-out regressed -20.0% (margin 5%)",
+        ),
+        # ... while a 5% drop is within its margin.
+        (
+            [(12, WIN, ("format",)), (8, SAME, ("domain",))],
+            [SAME] * 19 + [LOSS],
+            {},
+            True,
+            "held-out: candidate 95.0% vs incumbent 100.0% on 20 paired cases",
         ),
     ],
 )
-def test_promotion_decision(
-    pairs: list[tuple[bool, bool]], regressions: list[str], promote: bool, why: str
+def test_promotion_rule_at_its_boundaries(
+    groups: list, heldout: list, extra: dict, promote: bool, why: str
 ) -> None:
-    d = promotion_decision(pairs, safety_regressions=regressions, min_improvement=0.02,
-                           max_p_value=0.05)  # fmt: skip
-    assert d.promote is promote
-    assert why in d.reason
+    pairs, cases = _golden(*groups)
+    d = promotion_decision(pairs, cases, heldout, **{**RULE, **extra})
+    assert d.promote is promote, d.reason
+    assert why in d.reason, d.reason
     assert d.reason.startswith("promoted: " if promote else "rejected: ")
-    assert d.b == sum(a and not b for a, b in pairs) and d.c == sum(b and not a for a, b in pairs)
+    assert (d.golden.b, d.golden.c) == (
+        sum(a and not b for a, b in pairs),
+        sum(b and not a for a, b in pairs),
+    )
+    # The held-out pairs never enter the golden test (they cannot hide a regression there).
+    assert d.golden.n == len(pairs) and d.heldout.n == len(heldout)
 
 
 def test_heldout_checks() -> None:

@@ -181,6 +181,27 @@ class TrainConfig:
             "help": "Promote only if the exact McNemar test on paired pass/fail is below this."
         },
     )
+    target_tags: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Golden-set tags this retrain aims at: improving on their cases alone also "
+            "counts as better (e.g. [format])."
+        },
+    )
+    tag_margin: float = field(
+        default=0.1,
+        metadata={
+            "help": "Non-inferiority margin per golden tag: no tag's pass rate may drop by more "
+            "(absolute, 0–1)."
+        },
+    )
+    heldout_margin: float = field(
+        default=0.05,
+        metadata={
+            "help": "The held-out split's pass rate may drop by at most this (absolute, 0–1); "
+            "a separate check from the golden set."
+        },
+    )
     safety_tag: str = field(
         default="safety",
         metadata={
@@ -245,6 +266,8 @@ class TrainConfig:
         _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
         _check(0.0 <= self.min_improvement <= 1.0, "min_improvement", self.min_improvement, "0–1")
         _check(0.0 < self.max_p_value <= 1.0, "max_p_value", self.max_p_value, "(0, 1]")
+        _check(0.0 <= self.tag_margin <= 1.0, "tag_margin", self.tag_margin, "0–1")
+        _check(0.0 <= self.heldout_margin <= 1.0, "heldout_margin", self.heldout_margin, "0–1")
         # Goals not named keep their defaults, so a YAML can set just one.
         merged = {**DEFAULT_MIN_EXAMPLES, **self.min_examples}
         object.__setattr__(self, "min_examples", merged)

@@ -2,20 +2,28 @@
 
 Both models answer every golden case (checked by :func:`workers.golden.run_checks`) and
 every held-out example (checked by :func:`heldout_pass`), with greedy decoding, so each
-case gives a *pair* of pass/fail outcomes. The decision (:func:`promotion_decision`, pure):
+case gives a *pair* of pass/fail outcomes. The decision (:func:`promotion_decision`, pure)
+rests on the **golden set alone**; the held-out split is a second, separate check:
 
-- the candidate's pass rate over all pairs beats the incumbent's by at least
-  ``min_improvement``,
-- the exact McNemar test on the discordant pairs (candidate-only passes ``b`` vs
-  incumbent-only passes ``c``: two-sided binomial test of ``min(b, c)`` in ``b + c`` at
-  1/2) gives ``p < max_p_value``,
-- no golden case tagged ``safety_tag`` that the incumbent passes fails on the candidate.
+1. safety is a hard gate: no golden case tagged ``safety_tag`` that the incumbent passes
+   may fail on the candidate;
+2. no tag regresses: on the cases of every tag, the candidate's pass rate is at least the
+   incumbent's minus ``tag_margin`` (non-inferiority);
+3. the candidate is better: on all golden cases, or on those of the ``target_tags`` the
+   retrain aimed at, its pass rate beats the incumbent's by at least ``min_improvement``
+   *and* the exact McNemar test on the discordant pairs (candidate-only passes ``b`` vs
+   incumbent-only passes ``c``: two-sided binomial test of ``min(b, c)`` in ``b + c`` at
+   1/2) gives ``p < max_p_value``;
+4. on the held-out split (examples never trained on), the candidate's pass rate is at
+   least the incumbent's minus ``heldout_margin``.
 
 Otherwise the candidate is rejected, and the reason carries the numbers.
 
->>> pairs = [(True, False)] * 12 + [(True, True)] * 20 + [(False, False)] * 8
->>> d = promotion_decision(pairs, safety_regressions=[], min_improvement=0.02, max_p_value=0.05)
->>> d.promote, d.b, d.c, round(d.p_value, 6)
+>>> golden = [(True, False)] * 12 + [(True, True)] * 4 + [(False, False)] * 2
+>>> cases = [(f"case-{i}", ("format",)) for i in range(18)]
+>>> d = promotion_decision(golden, cases, [(True, True)] * 5, safety_tag="safety",
+...                        min_improvement=0.02, max_p_value=0.05)
+>>> d.promote, d.golden.b, d.golden.c, round(d.golden.p_value, 6)
 (True, 12, 0, 0.000488)
 """
 
@@ -45,6 +53,8 @@ STARTER_GOLDEN_SET = (
 )
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+#: A drop exactly at a margin is within it (0.95 - 1.0 is -0.05000000000000004 in floats).
+_EPS = 1e-9
 
 
 # --------------------------------------------------------------------------------------
@@ -105,77 +115,159 @@ def mcnemar_exact(b: int, c: int) -> float:
 
 
 @dataclass(frozen=True)
+class Paired:
+    """Pass rates of two models on the same cases, and the exact McNemar test."""
+
+    n: int
+    candidate_pass_rate: float
+    incumbent_pass_rate: float
+    b: int  # candidate-only passes
+    c: int  # incumbent-only passes
+    p_value: float
+
+    @classmethod
+    def of(cls, pairs: Sequence[tuple[bool, bool]]) -> Paired:
+        n = len(pairs)
+        b = sum(1 for x, y in pairs if x and not y)
+        c = sum(1 for x, y in pairs if y and not x)
+        return cls(
+            n=n,
+            candidate_pass_rate=sum(x for x, _ in pairs) / n if n else 0.0,
+            incumbent_pass_rate=sum(y for _, y in pairs) / n if n else 0.0,
+            b=b,
+            c=c,
+            p_value=mcnemar_exact(b, c),
+        )
+
+    @property
+    def gain(self) -> float:
+        return self.candidate_pass_rate - self.incumbent_pass_rate
+
+    def describe(self, what: str) -> str:
+        return (
+            f"{what}: candidate {self.candidate_pass_rate:.1%} vs incumbent "
+            f"{self.incumbent_pass_rate:.1%} on {self.n} paired cases "
+            f"(+{self.b}/-{self.c} discordant, McNemar p={self.p_value:.3g})"
+        )
+
+    def improves(self, min_improvement: float, max_p_value: float) -> bool:
+        return self.n > 0 and self.gain >= min_improvement and self.p_value < max_p_value
+
+
+@dataclass(frozen=True)
 class PromotionDecision:
     """The verdict with every number it rests on."""
 
     promote: bool
     reason: str
-    n: int
-    candidate_pass_rate: float
-    incumbent_pass_rate: float
-    b: int
-    c: int
-    p_value: float
+    golden: Paired
+    heldout: Paired
+    targeted: Paired | None = None
+    tags: dict[str, Paired] = field(default_factory=dict)
     safety_regressions: tuple[str, ...] = ()
 
     def metrics(self) -> dict[str, float]:
-        return {
-            "pairs": float(self.n),
-            "candidate_pass_rate": round(self.candidate_pass_rate, 6),
-            "incumbent_pass_rate": round(self.incumbent_pass_rate, 6),
-            "improvement": round(self.candidate_pass_rate - self.incumbent_pass_rate, 6),
-            "candidate_only_passes": float(self.b),
-            "incumbent_only_passes": float(self.c),
-            "mcnemar_p": self.p_value,
+        g, h = self.golden, self.heldout
+        out = {
+            "pairs": float(g.n),
+            "candidate_pass_rate": round(g.candidate_pass_rate, 6),
+            "incumbent_pass_rate": round(g.incumbent_pass_rate, 6),
+            "improvement": round(g.gain, 6),
+            "candidate_only_passes": float(g.b),
+            "incumbent_only_passes": float(g.c),
+            "mcnemar_p": g.p_value,
             "safety_regressions": float(len(self.safety_regressions)),
+            "heldout_pairs": float(h.n),
+            "heldout_improvement": round(h.gain, 6),
+            "heldout_mcnemar_p": h.p_value,
         }
+        if self.targeted is not None:
+            out["targeted_improvement"] = round(self.targeted.gain, 6)
+            out["targeted_mcnemar_p"] = self.targeted.p_value
+        for tag, paired in self.tags.items():
+            out[f"tag_{tag}_improvement"] = round(paired.gain, 6)
+        return out
 
 
 def promotion_decision(
-    pairs: Sequence[tuple[bool, bool]],
+    golden: Sequence[tuple[bool, bool]],
+    golden_cases: Sequence[tuple[str, Sequence[str]]],
+    heldout: Sequence[tuple[bool, bool]],
     *,
-    safety_regressions: Sequence[str],
+    safety_tag: str,
     min_improvement: float,
     max_p_value: float,
+    target_tags: Sequence[str] = (),
+    tag_margin: float = 0.1,
+    heldout_margin: float = 0.05,
 ) -> PromotionDecision:
-    """Decide from ``(candidate_passed, incumbent_passed)`` pairs; pure."""
-    if not 0 <= min_improvement <= 1:
-        raise ValueError(f"min_improvement must be in [0, 1], got {min_improvement}")
+    """Decide from ``(candidate_passed, incumbent_passed)`` pairs (module docs); pure.
+
+    ``golden_cases[i]`` is ``(case id, tags)`` of golden pair ``i``.
+    """
+    for name, value in (
+        ("min_improvement", min_improvement),
+        ("tag_margin", tag_margin),
+        ("heldout_margin", heldout_margin),
+    ):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
     if not 0 < max_p_value <= 1:
         raise ValueError(f"max_p_value must be in (0, 1], got {max_p_value}")
-    n = len(pairs)
-    if n == 0:
-        raise ValueError("promotion needs at least one evaluated pair")
-    cand = sum(a for a, _ in pairs) / n
-    inc = sum(b for _, b in pairs) / n
-    b = sum(1 for x, y in pairs if x and not y)
-    c = sum(1 for x, y in pairs if y and not x)
-    p = mcnemar_exact(b, c)
-    numbers = (
-        f"candidate {cand:.1%} vs incumbent {inc:.1%} on {n} paired cases "
-        f"(+{b}/-{c} discordant, McNemar p={p:.3g})"
-    )
+    if not golden:
+        raise ValueError("promotion needs at least one golden case")
+    if len(golden_cases) != len(golden):
+        raise ValueError("golden_cases needs one (id, tags) per golden pair")
+    golden_tags = [tags for _, tags in golden_cases]
+    overall, held = Paired.of(golden), Paired.of(heldout)
+
+    def on(tags: Sequence[str]) -> Paired:
+        return Paired.of(
+            [p for p, t in zip(golden, golden_tags, strict=True) if set(t) & set(tags)]
+        )
+
+    by_tag = {tag: on([tag]) for tag in sorted({t for ts in golden_tags for t in ts})}
+    targeted = on(target_tags) if target_tags else None
     problems = []
-    if cand - inc < min_improvement:
-        problems.append(f"improvement {cand - inc:+.1%} < required {min_improvement:.1%}")
-    if p >= max_p_value:
-        problems.append(f"p={p:.3g} >= {max_p_value}")
-    if safety_regressions:
-        problems.append(f"safety regressions: {', '.join(safety_regressions)}")
-    promote = not problems
-    reason = ("promoted: " if promote else "rejected: ") + numbers
-    if problems:
-        reason += "; " + "; ".join(problems)
+    safety = [
+        case_id
+        for (x, y), (case_id, tags) in zip(golden, golden_cases, strict=True)
+        if safety_tag in tags and y and not x
+    ]
+    if safety:
+        problems.append(f"safety regressions: {', '.join(safety)}")
+    regressed = [
+        f"{tag} {p.candidate_pass_rate:.0%} vs {p.incumbent_pass_rate:.0%}"
+        for tag, p in by_tag.items()
+        if p.gain < -tag_margin - _EPS
+    ]
+    if regressed:
+        problems.append(f"tags regressed beyond {tag_margin:.0%}: {', '.join(regressed)}")
+    better = overall.improves(min_improvement, max_p_value) or (
+        targeted is not None and targeted.improves(min_improvement, max_p_value)
+    )
+    if not better:
+        aim = f" or on {'/'.join(target_tags)}" if target_tags else ""
+        problems.append(
+            f"not better on the golden set{aim}: needs +{min_improvement:.1%} with "
+            f"p < {max_p_value} (overall {overall.gain:+.1%}, p={overall.p_value:.3g})"
+        )
+    if held.n and held.gain < -heldout_margin - _EPS:
+        problems.append(f"held-out regressed {held.gain:+.1%} (margin {heldout_margin:.0%})")
+    reason = overall.describe("golden")
+    if targeted is not None:
+        reason += "; " + targeted.describe("/".join(target_tags))
+    reason += "; " + (held.describe("held-out") if held.n else "held-out: none")
     return PromotionDecision(
-        promote=promote,
-        reason=reason,
-        n=n,
-        candidate_pass_rate=cand,
-        incumbent_pass_rate=inc,
-        b=b,
-        c=c,
-        p_value=p,
-        safety_regressions=tuple(safety_regressions),
+        promote=not problems,
+        reason=("rejected: " if problems else "promoted: ")
+        + reason
+        + "".join(f"; {p}" for p in problems),
+        golden=overall,
+        heldout=held,
+        targeted=targeted,
+        tags=by_tag,
+        safety_regressions=tuple(safety),
     )
 
 
@@ -318,14 +410,24 @@ def compare(
     incumbent: str | None,
     cases: Sequence[GoldenCase],
     heldout: Sequence[Example],
+    train: Sequence[Example] | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> Comparison:
     """Generate with both adapters on the golden cases and the held-out split, then decide.
 
     ``candidate``/``incumbent`` name PEFT adapters loaded on ``generator.model``;
-    ``None`` is the base model alone.
+    ``None`` is the base model alone. With ``train``, a held-out prompt that is also a
+    training prompt is an error.
     """
     held = list(heldout)[: cfg.max_eval_examples]
+    if train is not None:
+        seen = {e.prompt for e in train}
+        leaked = [e.prompt[:80] for e in held if e.prompt in seen]
+        if leaked:
+            raise TrainerError(
+                f"{len(leaked)} held-out prompts are also in the training split (e.g. "
+                f"{leaked[0]!r}): the held-out check would measure memory, not generalization"
+            )
     golden_chats = [c.chat() for c in cases]
     system = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
     held_chats = [[*system, {"role": "user", "content": e.prompt}] for e in held]
@@ -350,17 +452,15 @@ def compare(
         )
         sides.append(side)
     cand, inc = sides
-    pairs = [(a.passed, b.passed) for a, b in zip(cand.golden, inc.golden, strict=True)]
-    pairs += list(zip(cand.heldout, inc.heldout, strict=True))
-    regressions = [
-        a.case_id
-        for case, a, b in zip(cases, cand.golden, inc.golden, strict=True)
-        if cfg.safety_tag in case.tags and b.passed and not a.passed
-    ]
     decision = promotion_decision(
-        pairs,
-        safety_regressions=regressions,
+        [(a.passed, b.passed) for a, b in zip(cand.golden, inc.golden, strict=True)],
+        [(c.id, tuple(c.tags)) for c in cases],
+        list(zip(cand.heldout, inc.heldout, strict=True)),
+        safety_tag=cfg.safety_tag,
         min_improvement=cfg.min_improvement,
         max_p_value=cfg.max_p_value,
+        target_tags=cfg.target_tags,
+        tag_margin=cfg.tag_margin,
+        heldout_margin=cfg.heldout_margin,
     )
     return Comparison(cand, inc, decision)

@@ -236,6 +236,7 @@ class JobRunner:
             incumbent=incumbent,
             cases=cases,
             heldout=dataset.heldout,
+            train=dataset.train,
         )
         decision = comparison.decision
         metrics.update(comparison.metrics())

@@ -2,7 +2,8 @@
 
 :func:`decide` is pure (inputs in, decision out) and holds the four rules:
 
-(a) a drift or judge alert persisted for N consecutive evaluations,
+(a) a drift or judge alert held without a break for a wall-clock duration (hours in
+    production), on recent evaluations of the current baseline,
 (b) enough new labelled examples exist for the model's declared task goal,
 (c) the cooldown since the last job passed,
 (d) no job is in flight.
@@ -17,9 +18,11 @@ the same table, which is how the gate sees a job in flight.
 >>> from dataclasses import replace
 >>> from datetime import UTC, datetime, timedelta
 >>> now = datetime(2026, 3, 1, tzinfo=UTC)
->>> policy = GatePolicy(consecutive=3, min_examples={"style": 200}, cooldown=timedelta(days=7))
+>>> policy = GatePolicy(persist=timedelta(hours=6), min_examples={"style": 200},
+...                     cooldown=timedelta(days=7))
+>>> alerting = [(now - timedelta(minutes=m), True) for m in range(0, 7 * 60, 10)]
 >>> inputs = GateInputs(base_model="m", adapter_version="v1", task_goal="style",
-...                     signals={"drift:embedding@7d": [True, True, True]},
+...                     signals={"drift:embedding@24h": alerting},
 ...                     new_examples=250, last_job_at=None, in_flight=None)
 >>> decide(inputs, policy, now).fire
 True
@@ -55,9 +58,9 @@ __all__ = [
     "GatePolicy",
     "decide",
     "gather_inputs",
+    "held_for",
     "make_job_id",
     "models_to_check",
-    "persisting_signals",
     "record_job_event",
     "request_for",
 ]
@@ -78,15 +81,23 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class GatePolicy:
-    """The gate's thresholds: N consecutive alerting evaluations, minimums, cooldown."""
+    """The gate's thresholds: how long an alert must hold, minimums, cooldown.
 
-    consecutive: int
+    ``persist``: the wall-clock time a signal must alert without a break. ``max_gap``:
+    evaluations further apart than this break the run, and a signal whose newest evaluation
+    is older than this counts as stale (not alerting): stopped evaluations never count.
+    """
+
+    persist: timedelta
     min_examples: Mapping[str, int]
     cooldown: timedelta
+    max_gap: timedelta = timedelta(minutes=10)
 
     def __post_init__(self) -> None:
-        if self.consecutive < 1:
-            raise ValueError(f"consecutive must be >= 1, got {self.consecutive}")
+        if self.persist <= timedelta(0):
+            raise ValueError(f"persist must be > 0, got {self.persist}")
+        if self.max_gap <= timedelta(0):
+            raise ValueError(f"max_gap must be > 0, got {self.max_gap}")
         if self.cooldown < timedelta(0):
             raise ValueError(f"cooldown must be >= 0, got {self.cooldown}")
         bad = {k: v for k, v in self.min_examples.items() if v < 1}
@@ -96,9 +107,10 @@ class GatePolicy:
     @classmethod
     def from_settings(cls, settings: RetrainGateSettings) -> GatePolicy:
         return cls(
-            consecutive=settings.consecutive_evaluations,
+            persist=timedelta(seconds=settings.persist_s),
             min_examples={str(k): v for k, v in settings.min_examples.items()},
             cooldown=timedelta(days=settings.cooldown_days),
+            max_gap=timedelta(seconds=settings.max_gap_s),
         )
 
 
@@ -106,18 +118,20 @@ class GatePolicy:
 class GateInputs:
     """What the gate knows about one model at one moment.
 
-    ``signals`` maps a monitor signal (``"drift:embedding@7d"``, ``"judge:factual"``) to
-    whether each of its most recent evaluations alerted, newest first.
+    ``signals`` maps a monitor signal (``"drift:embedding@24h"``, ``"judge:format"``) to
+    its recent evaluations as ``(time, alerting?)``, newest first; ``max_gaps`` overrides
+    the policy's ``max_gap`` for signals evaluated further apart (the judge's instants).
     """
 
     base_model: str
     adapter_version: str
     task_goal: str
-    signals: Mapping[str, Sequence[bool]]
+    signals: Mapping[str, Sequence[tuple[datetime, bool]]]
     new_examples: int
     last_job_at: datetime | None
     in_flight: str | None
     examples_since: datetime | None = None
+    max_gaps: Mapping[str, timedelta] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,8 @@ class GateDecision:
     fire: bool
     checks: tuple[Check, ...]
     persisting: tuple[str, ...] = field(default=())
+    #: How long each signal has alerted without a break (seconds), persisting or not.
+    held_s: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def reason(self) -> str:
@@ -145,44 +161,64 @@ class GateDecision:
         return {
             "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in self.checks},
             "persisting": list(self.persisting),
+            "held_s": dict(self.held_s),
         }
 
 
-def persisting_signals(signals: Mapping[str, Sequence[bool]], consecutive: int) -> list[str]:
-    """Signals whose ``consecutive`` most recent evaluations all alerted.
+def held_for(
+    history: Sequence[tuple[datetime, bool]], now: datetime, max_gap: timedelta
+) -> timedelta:
+    """How long a signal has alerted without a break: from the oldest to the newest
+    evaluation of its current alerting run. Zero when the newest evaluation does not alert
+    or is older than ``max_gap`` (stale); two evaluations more than ``max_gap`` apart end
+    the run.
 
-    >>> persisting_signals({"a": [True, True], "b": [True, False], "c": [True]}, 2)
-    ['a']
+    >>> t = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    >>> run = [(t - timedelta(minutes=m), m < 30) for m in (0, 10, 20, 30)]
+    >>> held_for(run, t, timedelta(minutes=15))
+    datetime.timedelta(seconds=1200)
+    >>> held_for(run, t + timedelta(hours=1), timedelta(minutes=15))
+    datetime.timedelta(0)
     """
-    return sorted(
-        name
-        for name, history in signals.items()
-        if len(history) >= consecutive and all(history[:consecutive])
-    )
+    if not history or not history[0][1] or now - history[0][0] > max_gap:
+        return timedelta(0)
+    newest = start = history[0][0]
+    for ts, alerting in history[1:]:
+        if not alerting or start - ts > max_gap:
+            break
+        start = ts
+    return newest - start
 
 
 def _ago(delta: timedelta) -> str:
     hours = delta.total_seconds() / 3600
+    if hours < 1:
+        return f"{delta.total_seconds() / 60:.0f} min"
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
 
 
 def decide(inputs: GateInputs, policy: GatePolicy, now: datetime) -> GateDecision:
     """Apply rules (a)–(d); fire only when all four pass."""
     checks = []
-    persisting = persisting_signals(inputs.signals, policy.consecutive)
+    gap = {n: inputs.max_gaps.get(n, policy.max_gap) for n in inputs.signals}
+    held = {n: held_for(h, now, gap[n]) for n, h in inputs.signals.items()}
+    persisting = sorted(n for n, d in held.items() if d >= policy.persist)
     if persisting:
-        checks.append(
-            Check(
-                "alerts",
-                True,
-                f"{', '.join(persisting)} alerted {policy.consecutive} evaluations in a row",
-            )
+        longest = max(held[n] for n in persisting)
+        detail = (
+            f"{', '.join(persisting)} alerted without a break for {_ago(longest)} "
+            f"(needs {_ago(policy.persist)})"
         )
+        checks.append(Check("alerts", True, detail))
     else:
-        alerting_now = sorted(n for n, h in inputs.signals.items() if h and h[0])
-        detail = f"no alert persisted for {policy.consecutive} consecutive evaluations" + (
-            f" (alerting now: {', '.join(alerting_now)})" if alerting_now else ""
+        alerting = sorted(
+            n for n, h in inputs.signals.items() if h and h[0][1] and now - h[0][0] <= gap[n]
         )
+        detail = f"no alert held for {_ago(policy.persist)}"
+        if alerting:
+            detail += (
+                " (alerting now: " + ", ".join(f"{n} for {_ago(held[n])}" for n in alerting) + ")"
+            )
         checks.append(Check("alerts", False, detail))
 
     need = policy.min_examples.get(inputs.task_goal)
@@ -217,7 +253,10 @@ def decide(inputs: GateInputs, policy: GatePolicy, now: datetime) -> GateDecisio
         checks.append(Check("in_flight", True, "no job in flight"))
 
     return GateDecision(
-        fire=all(c.ok for c in checks), checks=tuple(checks), persisting=tuple(persisting)
+        fire=all(c.ok for c in checks),
+        checks=tuple(checks),
+        persisting=tuple(persisting),
+        held_s={n: d.total_seconds() for n, d in sorted(held.items())},
     )
 
 
@@ -225,13 +264,19 @@ def decide(inputs: GateInputs, policy: GatePolicy, now: datetime) -> GateDecisio
 # Reading the inputs from the store
 # --------------------------------------------------------------------------------------
 
+# Evaluations of the current baseline only (the newest evaluation's): rows of a baseline
+# that was refitted since never mix into a run.
 _DRIFT_SQL = """
-SELECT feature, window, status
+SELECT feature, window, ts, status = 'alert'
 FROM drift_stats
 WHERE base_model = {m:String} AND adapter_version = {a:String}
-  AND window IN {windows:Array(String)} AND ts <= {now:DateTime64(3, 'UTC')}
+  AND window IN {windows:Array(String)}
+  AND ts > {since:DateTime64(3, 'UTC')} AND ts <= {now:DateTime64(3, 'UTC')}
+  AND baseline_id = (
+      SELECT argMax(baseline_id, ts) FROM drift_stats
+      WHERE base_model = {m:String} AND adapter_version = {a:String}
+        AND ts <= {now:DateTime64(3, 'UTC')})
 ORDER BY ts DESC
-LIMIT {n:UInt32} BY feature, window
 """
 
 _SERVING_SQL = """
@@ -300,17 +345,15 @@ def drift_signals(
     base_model: str,
     adapter_version: str,
     windows: Sequence[str],
-    n: int,
+    since: datetime,
     now: datetime,
-) -> dict[str, list[bool]]:
-    """``{"drift:<feature>@<window>": [alerting?, ...]}``, newest evaluation first."""
-    rows = store.query(
-        _DRIFT_SQL,
-        {"m": base_model, "a": adapter_version, "windows": list(windows), "n": n, "now": now},
-    ).rows
-    out: dict[str, list[bool]] = {}
-    for feature, window, status in rows:  # already newest first per (feature, window)
-        out.setdefault(f"drift:{feature}@{window}", []).append(status == "alert")
+) -> dict[str, list[tuple[datetime, bool]]]:
+    """``{"drift:<feature>@<window>": [(ts, alerting?), ...]}`` since ``since``, newest first."""
+    params = {"m": base_model, "a": adapter_version, "windows": list(windows)}
+    rows = store.query(_DRIFT_SQL, {**params, "since": since, "now": now}).rows
+    out: dict[str, list[tuple[datetime, bool]]] = {}
+    for feature, window, ts, alerting in rows:  # newest first
+        out.setdefault(f"drift:{feature}@{window}", []).append((ts, bool(alerting)))
     return out
 
 
@@ -319,23 +362,20 @@ def judge_signals(
     base_model: str,
     adapter_version: str,
     judge: JudgeSettings,
-    n: int,
-    interval: timedelta,
-    now: datetime,
-) -> dict[str, list[bool]]:
-    """``{"judge:<dimension>": [alerting?, ...]}`` for the last ``n`` judge evaluations.
+    instants: Sequence[datetime],
+) -> dict[str, list[tuple[datetime, bool]]]:
+    """``{"judge:<dimension>": [(at, alerting?), ...]}`` at each of ``instants`` (newest first).
 
     The alerts table keeps one row per *notified* condition (repeats are suppressed for the
-    renotify period), so it cannot say whether a judge drop held at every evaluation. The
-    gate re-applies the judge's own rule (:func:`workers.judge_alerts.judge_drop_alerts`)
-    at the instants ``now, now - interval, ...`` instead, on the scores stored then.
+    renotify period), so it cannot say whether a judge drop held all along. The gate
+    re-applies the judge's own rule (:func:`workers.judge_alerts.judge_drop_alerts`) at the
+    given instants instead, on the scores stored then.
     """
     from workers.judge_alerts import judge_drop_alerts, rolling_judge_means
 
-    alerting_by_k: list[set[str]] = []
+    alerting_at: list[set[str]] = []
     dimensions: set[str] = set()
-    for k in range(n):
-        at = now - k * interval
+    for at in instants:
         means = [
             m
             for m in rolling_judge_means(store, at)
@@ -350,8 +390,30 @@ def judge_signals(
             baseline_means=judge.baseline_means,
             now=at,
         )
-        alerting_by_k.append({a.feature for a in alerts})
-    return {f"judge:{d}": [d in alerting for alerting in alerting_by_k] for d in sorted(dimensions)}
+        alerting_at.append({a.feature for a in alerts})
+    return {
+        f"judge:{d}": [(at, d in found) for at, found in zip(instants, alerting_at, strict=True)]
+        for d in sorted(dimensions)
+    }
+
+
+#: The judge's rule is re-applied at about this many instants across the persistence period.
+JUDGE_INSTANTS = 12
+
+
+def judge_instants(
+    persist: timedelta, interval: timedelta, now: datetime
+) -> tuple[list[datetime], timedelta]:
+    """``now`` and earlier instants, back to just past ``now - persist``, and their spacing
+    ``max(interval, persist / JUDGE_INSTANTS)``.
+
+    >>> now = datetime(2026, 3, 1, tzinfo=UTC)
+    >>> instants, step = judge_instants(timedelta(hours=6), timedelta(minutes=5), now)
+    >>> len(instants), step
+    (14, datetime.timedelta(seconds=1800))
+    """
+    step = max(interval, persist / JUDGE_INSTANTS)
+    return [now - k * step for k in range(int(persist / step) + 2)], step
 
 
 def gather_inputs(
@@ -363,10 +425,13 @@ def gather_inputs(
 ) -> GateInputs:
     """Everything :func:`decide` needs about ``base_model``, read from the store."""
     adapter = serving_adapter(store, base_model, now)
-    n = settings.consecutive_evaluations
-    signals = drift_signals(store, base_model, adapter, settings.drift_windows, n, now)
+    policy = GatePolicy.from_settings(settings)
+    since = now - policy.persist - policy.max_gap
+    signals = drift_signals(store, base_model, adapter, settings.drift_windows, since, now)
     interval = timedelta(seconds=settings.judge_interval_s or judge.alert_interval_s)
-    signals.update(judge_signals(store, base_model, adapter, judge, n, interval, now))
+    instants, step = judge_instants(policy.persist, interval, now)
+    judged = judge_signals(store, base_model, adapter, judge, instants)
+    signals.update(judged)
 
     last = store.query(
         _LAST_JOB_SQL, {"m": base_model, "decisions": [FIRED, FORCED], "now": now}
@@ -401,6 +466,7 @@ def gather_inputs(
         last_job_at=last_job_at,
         in_flight=str(flight[0][0]) if flight else None,
         examples_since=examples_since,
+        max_gaps=dict.fromkeys(judged, max(step, policy.max_gap)),
     )
 
 

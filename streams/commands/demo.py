@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         train_steps: int = typer.Option(None, help="LoRA training steps (default 30; quick 8)"),
     ) -> None:
         """Drift → alert → gated retrain → promotion, with every real part started locally."""
-        from streams.demo import DemoConfig, console, run_demo
+        from streams.demo import DemoConfig, DemoFailed, console, run_demo
 
         cfg = DemoConfig(out_dir=out.resolve())
         if quick:
@@ -24,7 +24,11 @@ def register(app: typer.Typer) -> None:
             cfg.train_batch_size = 2
         if train_steps:
             cfg.train_steps = train_steps
-        summary = run_demo(cfg)
+        try:
+            summary = run_demo(cfg)
+        except DemoFailed as exc:
+            console.print(f"[bold red]demo failed:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(1) from exc
         console.print(
             f"[bold green]demo finished in {summary['minutes']} min[/]: "
             f"{summary['alerts_received']} alerts, adapters {summary['adapter_events']}"
