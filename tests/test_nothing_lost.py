@@ -565,3 +565,57 @@ def test_a_rebalance_while_a_worker_cannot_flush_counts_every_event_once(rig: Ri
     assert code == EXIT_FATAL and "fenced" in first.log_text()
     rig.assert_exact(n)
     report("rebalance during a store outage", produced=n, lost=0, duplicates=0)
+
+
+def _recreate(kafka, topic: str) -> None:
+    """Delete ``topic`` and create it again (new topic id, offsets from 0)."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.exceptions import BrokerUnavailable
+
+    admin = AdminClient(kafka.client_config())
+    admin.delete_topics([topic], operation_timeout=30)[topic].result(30)
+
+    def created() -> bool:
+        try:  # refused while the old one is still being deleted
+            return create_topics(kafka).get(topic) == "created"
+        except BrokerUnavailable:
+            return False
+
+    wait_for(created, timeout=60, what=f"{topic} created again")
+
+
+def test_a_re_created_topic_is_counted_not_skipped_as_a_replay(
+    kafka, store, store_settings
+) -> None:
+    """30 events counted; the topic is deleted and created again; 20 new events arrive at
+    offsets 0-19 again. Before the fix the replay rule took them for the old topic's
+    already-flushed offsets and skipped them all."""
+    create_topics(kafka)
+    topics = Topics(kafka.topic_prefix)
+    settings = WorkerSettings(
+        kafka=kafka,
+        store=store_settings,
+        consumer_group=f"g-{uuid.uuid4().hex[:8]}",
+        ingest=IngestSettings(batch_max=500, batch_seconds=0.5),
+        judge=JudgeSettings(enabled=False),
+    )
+
+    def count(events: list) -> None:
+        produce(kafka, topics.inference_logs, [(b"one-key", e.to_bytes()) for e in events])
+        app, _ = create_app(settings, store=store, agent_modules=("streams.agents.ingest",))
+        with running(app):
+            wait_for(
+                lambda: caught_up(kafka, settings.consumer_group, topics.inference_logs),
+                timeout=120,
+                what="all committed",
+            )
+
+    count(make_events(30, tag="old"))
+    assert flushed_events(store) == 30
+    _recreate(kafka, topics.inference_logs)
+    count(make_events(20, tag="new"))
+    assert flushed_events(store) == 50
+    assert stored_logs(store) == (50, 50)
+    epochs = store.query("SELECT uniqExact(topic_id) FROM flush_log WHERE topic_id != ''")
+    assert epochs.scalar() == 2

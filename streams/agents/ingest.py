@@ -23,7 +23,8 @@ from aiokafka.errors import KafkaTimeoutError
 from faust.exceptions import ProducerSendError
 
 from streams.app import WorkerContext, raw_topic
-from streams.exceptions import Fenced
+from streams.exceptions import BrokerUnavailable, Fenced
+from streams.topics import TopicEpochs
 from workers.embedding import load_embedder
 from workers.ingest import BatchResult, IngestProcessor, RawRecord, Rejected
 from workers.redact import Redactor
@@ -66,7 +67,7 @@ async def retry_forever(
     fenced: Callable[[], str | None] | None = None,
 ) -> Any:
     """Call ``fn`` in a thread until it succeeds and return its result; transient store
-    errors (:class:`StoreUnavailable`) back off exponentially (0.5 s doubling to
+    and broker errors (:class:`StoreUnavailable`, :class:`BrokerUnavailable`) back off exponentially (0.5 s doubling to
     ``max_backoff``, jittered), other errors raise.
     ``on_error`` is called (on the event loop) with each failed attempt's error; ``fenced``
     is asked during the backoff whether to give up (a reason: :class:`Fenced` is raised)."""
@@ -79,7 +80,7 @@ async def retry_forever(
             if attempt:
                 log.warning("%s succeeded after %d retries", what, attempt)
             return result
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, BrokerUnavailable) as exc:
             attempt += 1
             if on_error is not None:
                 on_error(exc)
@@ -163,6 +164,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         embed_batch_size=settings.ingest.embed_batch_size,
         now=ctx.now,
         max_event_age=timedelta(days=settings.ingest.max_event_age_days),
+        topic_epoch=TopicEpochs(settings.kafka),
         # Looked up when a baseline first needs its embedder, so a caller may put another
         # factory (name -> Embedder) in ctx.extras["embedder_factory"] before the app starts.
         embedder_factory=lambda name: ctx.extras.get("embedder_factory", load_embedder)(name),
