@@ -5,6 +5,11 @@ The agent is thin: it takes a batch, hands it to :class:`workers.ingest.IngestPr
 for delivery), flushes to the store (retrying with backoff while the store is down, so
 the stream back-pressures instead of losing data), and only then acks the batch's offsets.
 Events are never acked by an exception: ``noack_take`` leaves acking to us.
+
+What the store refuses for good is bisected out of the batch to the DLQ
+(``store_rejected``); an error that is neither bad input nor transient, or a rebalance that
+has waited too long for a batch that cannot be flushed (the fence), ends the worker with
+that batch unacked, so that Kafka redelivers it rather than later acks committing past it.
 """
 
 from __future__ import annotations
@@ -67,8 +72,8 @@ async def retry_forever(
     fenced: Callable[[], str | None] | None = None,
 ) -> Any:
     """Call ``fn`` in a thread until it succeeds and return its result; transient store
-    and broker errors (:class:`StoreUnavailable`, :class:`BrokerUnavailable`) back off exponentially (0.5 s doubling to
-    ``max_backoff``, jittered), other errors raise.
+    and broker errors (:class:`StoreUnavailable`, :class:`BrokerUnavailable`) back off
+    exponentially (0.5 s doubling to ``max_backoff``, jittered), other errors raise.
     ``on_error`` is called (on the event loop) with each failed attempt's error; ``fenced``
     is asked during the backoff whether to give up (a reason: :class:`Fenced` is raised)."""
     loop = asyncio.get_running_loop()
