@@ -395,6 +395,14 @@ class WorkerSettings(_Settings):
         description="After SIGTERM, exit within this many seconds even if a flush is "
         "failing (only flushed offsets are committed)",
     )
+    rebalance_fence_s: float = Field(
+        20.0,
+        gt=0,
+        le=600,
+        description="While a rebalance waits for a batch whose flush keeps failing, exit "
+        "after this long without flushing it, so that the next owner counts it once (keep "
+        "it well under the rebalance timeout, 60 s)",
+    )
     judge: JudgeSettings = Field(default_factory=lambda: JudgeSettings())
     worker_id: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
 

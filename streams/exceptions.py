@@ -15,3 +15,12 @@ class BrokerUnavailable(StreamsError):
     Check ``SENTRYML_KAFKA_BOOTSTRAP`` and the broker; for local work run
     ``scripts/kafka-local start``.
     """
+
+
+class Fenced(StreamsError):
+    """A rebalance took this worker's partitions while it held a batch it could not flush.
+
+    The worker exits without flushing or acking that batch, so that the partitions' next
+    owner reads and counts it once (two owners flushing the same offsets with different
+    batch boundaries would count them twice). The orchestrator restarts the worker.
+    """

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -30,6 +31,7 @@ from streams.topics import Topics, create_topics
 from tests.conftest import wait_for
 from tests.faults import (
     Rig,
+    TcpProxy,
     caught_up,
     consume_all,
     flushed_events,
@@ -402,8 +404,10 @@ def test_health_is_503_with_the_reason_while_flushes_fail_and_lag_counts_fetched
     try:
         wait_for(lambda: worker.health()[0] == 200, timeout=120, what="the worker up")
         rig.proxy.down()
+        down_at = time.monotonic()
         rig.produce(make_events(n, tag="hl"))
         _, body = wait_for(lambda: (h := worker.health())[0] == 503 and h, timeout=120, what="503")
+        unhealthy_after_s = time.monotonic() - down_at
         assert body["status"] == "failing"
         assert any("store writes failing" in r for r in body["reasons"]), body
         lag = wait_for(
@@ -420,6 +424,7 @@ def test_health_is_503_with_the_reason_while_flushes_fail_and_lag_counts_fetched
         rig.proxy.up()
         assert worker.stop() == 0
     rig.assert_exact(n)
+    report("health", produced=n, lag_while_failing=n, unhealthy_after_s=unhealthy_after_s)
 
 
 def _source_topics_in_dlq(rig: Rig) -> dict[str, int]:
@@ -519,3 +524,98 @@ def test_an_alert_whose_publish_failed_is_not_suppressed_and_is_delivered_later(
     delivered = consume_all(kafka, topics.alerts, 1)
     assert [json.loads(m.value())["alert_id"] for m in delivered] == ["drift-a1"]
     assert store.query("SELECT alert_id FROM alerts").rows == [("drift-a1",)]
+
+
+@pytest.mark.slow
+def test_a_rebalance_while_a_worker_cannot_flush_counts_every_event_once(rig: Rig) -> None:
+    """w1 loses the store (its proxy refuses) with a batch in flight; w2, which reaches the
+    store, joins, and the partitions move to it. Now w1 gives the batch up unflushed and
+    exits (fenced) instead of holding it past the rebalance and writing it when its store
+    comes back. (Before the fix this run still counted once, as the call w1 was retrying
+    was the replay check, which then saw w2's ranges; a batch stuck in its flush instead
+    would have been written by both owners with different boundaries: counted twice.)"""
+    n = 2_000
+    events = make_events(n, tag="rb")
+    fast = {"SENTRYML_SESSION_TIMEOUT_S": "10", "SENTRYML_REBALANCE_FENCE_S": "10"}
+    endpoint = urlsplit(rig.proxy.url)
+    other = TcpProxy("127.0.0.1", rig.proxy.target[1]).up()  # w2's own path to the store
+    assert endpoint.port != other.port
+    first = rig.worker("w1", **fast)
+    second = None
+    try:
+        rig.produce(events[: n // 2])
+        wait_for(rig.caught_up, timeout=180, what="first half committed")
+        rig.proxy.down()
+        rig.produce(events[n // 2 :])
+        wait_for(lambda: "failed (attempt 2)" in first.log_text(), timeout=120, what="failing")
+        second = rig.worker("w2", SENTRYML_STORE_URL=other.url, **fast)
+        wait_for(rig.caught_up, timeout=300, what="w2 counted everything")
+        rig.proxy.up()  # w1's store is back: w1 must not flush what w2 counted
+        code = wait_for(
+            lambda: first.proc.poll() if first.proc.poll() is not None else None,
+            timeout=120,
+            what="w1 gone",
+        )
+    finally:
+        rig.proxy.up()
+        first.stop()
+        if second is not None:
+            assert second.stop() == 0
+        other.down()
+    assert code == EXIT_FATAL and "fenced" in first.log_text()
+    rig.assert_exact(n)
+    report("rebalance during a store outage", produced=n, lost=0, duplicates=0)
+
+
+def _recreate(kafka, topic: str) -> None:
+    """Delete ``topic`` and create it again (new topic id, offsets from 0)."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.exceptions import BrokerUnavailable
+
+    admin = AdminClient(kafka.client_config())
+    admin.delete_topics([topic], operation_timeout=30)[topic].result(30)
+
+    def created() -> bool:
+        try:  # refused while the old one is still being deleted
+            return create_topics(kafka).get(topic) == "created"
+        except BrokerUnavailable:
+            return False
+
+    wait_for(created, timeout=60, what=f"{topic} created again")
+
+
+def test_a_re_created_topic_is_counted_not_skipped_as_a_replay(
+    kafka, store, store_settings
+) -> None:
+    """30 events counted; the topic is deleted and created again; 20 new events arrive at
+    offsets 0-19 again. Before the fix the replay rule took them for the old topic's
+    already-flushed offsets and skipped them all."""
+    create_topics(kafka)
+    topics = Topics(kafka.topic_prefix)
+    settings = WorkerSettings(
+        kafka=kafka,
+        store=store_settings,
+        consumer_group=f"g-{uuid.uuid4().hex[:8]}",
+        ingest=IngestSettings(batch_max=500, batch_seconds=0.5),
+        judge=JudgeSettings(enabled=False),
+    )
+
+    def count(events: list) -> None:
+        produce(kafka, topics.inference_logs, [(b"one-key", e.to_bytes()) for e in events])
+        app, _ = create_app(settings, store=store, agent_modules=("streams.agents.ingest",))
+        with running(app):
+            wait_for(
+                lambda: caught_up(kafka, settings.consumer_group, topics.inference_logs),
+                timeout=120,
+                what="all committed",
+            )
+
+    count(make_events(30, tag="old"))
+    assert flushed_events(store) == 30
+    _recreate(kafka, topics.inference_logs)
+    count(make_events(20, tag="new"))
+    assert flushed_events(store) == 50
+    assert stored_logs(store) == (50, 50)
+    epochs = store.query("SELECT uniqExact(topic_id) FROM flush_log WHERE topic_id != ''")
+    assert epochs.scalar() == 2

@@ -169,6 +169,7 @@ class BatchResult:
     log_rows: list[dict[str, Any]] = field(default_factory=list)
     partitions: PartitionCounts = field(default_factory=dict)
     counted: list[Counted] = field(default_factory=list)  # what log_rows and counts hold
+    epochs: dict[str, str] = field(default_factory=dict)  # topic -> its Kafka topic id
 
 
 def minute_bucket(ts: datetime) -> datetime:
@@ -243,6 +244,7 @@ class IngestProcessor:
         baselines: BaselineCache | None = None,
         now: Callable[[], datetime] = utcnow,
         max_event_age: timedelta = EVENT_RETENTION,
+        topic_epoch: Callable[[str], str] | None = None,
     ) -> None:
         if not 0.0 < embed_sample_rate <= 1.0:
             raise ValueError(f"embed_sample_rate must be in (0, 1], got {embed_sample_rate}")
@@ -260,23 +262,28 @@ class IngestProcessor:
         self.baselines = baselines or BaselineCache(store)
         self._now = now
         self.max_event_age = max_event_age
+        # The id Kafka gave a topic at creation ("": unknown), so that a re-created topic's
+        # offsets are not taken for the old one's (streams.topics.TopicEpochs).
+        self.topic_epoch = topic_epoch or (lambda topic: "")
 
     # -- processing -------------------------------------------------------------------
     def flushed_ranges(
-        self, topic: str, records: Sequence[RawRecord]
+        self, topic: str, records: Sequence[RawRecord], epoch: str = ""
     ) -> dict[int, list[tuple[int, int]]]:
         """Offset ranges already counted (``flush_log``) per partition, among those that
-        overlap the offsets of ``records`` (of ``topic``)."""
+        overlap the offsets of ``records`` (of ``topic``, in its incarnation ``epoch``;
+        rows written before topic ids were recorded match any)."""
         if not records:
             return {}
         result = self.store.query(
             "SELECT partition, first_offset, last_offset FROM flush_log "
             "WHERE consumer_group = {g:String} AND topic = {t:String} "
-            "AND partition IN {ps:Array(UInt32)} "
+            "AND topic_id IN ({e:String}, '') AND partition IN {ps:Array(UInt32)} "
             "AND last_offset >= {lo:UInt64} AND first_offset <= {hi:UInt64}",
             {
                 "g": self.consumer_group,
                 "t": topic,
+                "e": epoch,
                 "ps": sorted({r.partition for r in records}),
                 "lo": min(r.offset for r in records),
                 "hi": max(r.offset for r in records),
@@ -298,7 +305,8 @@ class IngestProcessor:
         done: dict[tuple[str, int], list[tuple[int, int]]] = {}
         for topic in {r.topic for r in records}:
             of_topic = [r for r in records if r.topic == topic]
-            for p, ranges in self.flushed_ranges(topic, of_topic).items():
+            result.epochs[topic] = epoch = self.topic_epoch(topic)
+            for p, ranges in self.flushed_ranges(topic, of_topic, epoch).items():
                 done[(topic, p)] = ranges
         fresh: list[tuple[RawRecord, InferenceLog]] = []
         now = self._now()
@@ -466,7 +474,7 @@ class IngestProcessor:
         if not result.partitions:
             return []
         try:
-            self._write(result.partitions, result.log_rows)
+            self._write(result.partitions, result.log_rows, result.epochs)
             return []
         except StoreUnavailable:
             raise  # StoreMisconfigured too: no part of the batch could be written either
@@ -479,10 +487,12 @@ class IngestProcessor:
                 len(result.counted),
                 self.redactor.redact(str(exc))[:500],
             )
-            refused = self._bisect(sorted(result.counted, key=_position), exc)
+            refused = self._bisect(sorted(result.counted, key=_position), exc, result.epochs)
         return [redact_rejected(r, self.redactor) for r in refused]
 
-    def _bisect(self, items: Sequence[Counted], error: QueryFailed) -> list[Rejected]:
+    def _bisect(
+        self, items: Sequence[Counted], error: QueryFailed, epochs: dict[str, str]
+    ) -> list[Rejected]:
         if len(items) == 1:
             log.error(
                 "store_rejected at %s, event sent to the DLQ: %s",
@@ -494,16 +504,22 @@ class IngestProcessor:
         mid = len(items) // 2
         for half in (items[:mid], items[mid:]):
             try:
-                self._write(_partition_counts(half), [item.row for item in half])
+                self._write(_partition_counts(half), [item.row for item in half], epochs)
             except StoreUnavailable:
                 raise
             except QueryFailed as exc:
-                refused += self._bisect(half, exc)
+                refused += self._bisect(half, exc, epochs)
         return refused
 
-    def _write(self, partitions: PartitionCounts, log_rows: list[dict[str, Any]]) -> None:
+    def _write(
+        self,
+        partitions: PartitionCounts,
+        log_rows: list[dict[str, Any]],
+        epochs: dict[str, str],
+    ) -> None:
         token_base = "|".join(
-            f"{t}:{p}:{first}-{last}" for (t, p), (first, last, _, _) in sorted(partitions.items())
+            f"{t}{'@' + epochs[t] if epochs.get(t) else ''}:{p}:{first}-{last}"
+            for (t, p), (first, last, _, _) in sorted(partitions.items())
         )
         digest = hashlib.sha256(f"{self.consumer_group}|{token_base}".encode()).hexdigest()[:32]
         if log_rows:
@@ -515,6 +531,7 @@ class IngestProcessor:
                 {
                     "consumer_group": self.consumer_group,
                     "topic": topic,
+                    "topic_id": epochs.get(topic, ""),
                     "partition": partition,
                     "first_offset": first,
                     "last_offset": last,

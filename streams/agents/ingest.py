@@ -5,6 +5,11 @@ The agent is thin: it takes a batch, hands it to :class:`workers.ingest.IngestPr
 for delivery), flushes to the store (retrying with backoff while the store is down, so
 the stream back-pressures instead of losing data), and only then acks the batch's offsets.
 Events are never acked by an exception: ``noack_take`` leaves acking to us.
+
+What the store refuses for good is bisected out of the batch to the DLQ
+(``store_rejected``); an error that is neither bad input nor transient, or a rebalance that
+has waited too long for a batch that cannot be flushed (the fence), ends the worker with
+that batch unacked, so that Kafka redelivers it rather than later acks committing past it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from aiokafka.errors import KafkaTimeoutError
 from faust.exceptions import ProducerSendError
 
 from streams.app import WorkerContext, raw_topic
+from streams.exceptions import BrokerUnavailable, Fenced
+from streams.topics import TopicEpochs
 from workers.embedding import load_embedder
 from workers.ingest import BatchResult, IngestProcessor, RawRecord, Rejected
 from workers.redact import Redactor
@@ -62,20 +69,23 @@ async def retry_forever(
     what: str,
     max_backoff: float = 30.0,
     on_error: Callable[[BaseException], None] | None = None,
+    fenced: Callable[[], str | None] | None = None,
 ) -> Any:
     """Call ``fn`` in a thread until it succeeds and return its result; transient store
-    errors (:class:`StoreUnavailable`) back off exponentially (0.5 s doubling to
-    ``max_backoff``, jittered), other errors raise.
-    ``on_error`` is called (on the event loop) with each failed attempt's error."""
+    and broker errors (:class:`StoreUnavailable`, :class:`BrokerUnavailable`) back off
+    exponentially (0.5 s doubling to ``max_backoff``, jittered), other errors raise.
+    ``on_error`` is called (on the event loop) with each failed attempt's error; ``fenced``
+    is asked during the backoff whether to give up (a reason: :class:`Fenced` is raised)."""
+    loop = asyncio.get_running_loop()
     delay = 0.5
     attempt = 0
     while True:
         try:
-            result = await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+            result = await loop.run_in_executor(None, fn, *args)
             if attempt:
                 log.warning("%s succeeded after %d retries", what, attempt)
             return result
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, BrokerUnavailable) as exc:
             attempt += 1
             if on_error is not None:
                 on_error(exc)
@@ -86,7 +96,12 @@ async def retry_forever(
                 delay,
                 exc,
             )
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            until = loop.time() + delay * (0.5 + random.random())
+            while (left := until - loop.time()) > 0:
+                reason = fenced() if fenced is not None else None
+                if reason:
+                    raise Fenced(f"{what} not done: {reason}") from exc
+                await asyncio.sleep(min(left, 0.5))
             delay = min(delay * 2, max_backoff)
 
 
@@ -154,6 +169,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         embed_batch_size=settings.ingest.embed_batch_size,
         now=ctx.now,
         max_event_age=timedelta(days=settings.ingest.max_event_age_days),
+        topic_epoch=TopicEpochs(settings.kafka),
         # Looked up when a baseline first needs its embedder, so a caller may put another
         # factory (name -> Embedder) in ctx.extras["embedder_factory"] before the app starts.
         embedder_factory=lambda name: ctx.extras.get("embedder_factory", load_embedder)(name),
@@ -195,7 +211,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             for event in await asyncio.to_thread(sampler.select, result.accepted):
                 await deliver(judge_requests, event.request_id.encode(), event.to_bytes())
         refused = await retry_forever(
-            processor.flush, result, what="flush to the store", on_error=store_error
+            processor.flush, result, what="flush to the store", on_error=store_error, fenced=fenced
         )
         ctx.health.succeeded()
         for rejected in refused:  # counted nowhere: the DLQ holds them before the ack
@@ -205,11 +221,32 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         ctx.metrics.set("sentryml_last_flush_timestamp_seconds", time.time())
         return len(refused)
 
+    rebalance_seen: list[float] = []  # when the current rebalance was first seen
+
+    def fenced() -> str | None:
+        """Why this worker must give its in-flight batch up (a rebalance waits for it)."""
+        if not app.rebalancing:
+            rebalance_seen.clear()
+            return None
+        if not rebalance_seen:
+            rebalance_seen.append(time.monotonic())
+        waited = time.monotonic() - rebalance_seen[0]
+        if waited <= settings.rebalance_fence_s:
+            return None
+        return (
+            f"a rebalance has waited {waited:.0f} s for it (SENTRYML_REBALANCE_FENCE_S); "
+            "giving it up unflushed so that the partitions' next owner counts it once"
+        )
+
     async def ingest_batch(stream: Any, events: list[Any], records: list[RawRecord]) -> None:
         started = time.perf_counter()
         # Processing reads flush_log and baselines: it waits for the store like a flush.
         result = await retry_forever(
-            processor.process, records, what="processing a batch", on_error=store_error
+            processor.process,
+            records,
+            what="processing a batch",
+            on_error=store_error,
+            fenced=fenced,
         )
         refused = await handle(result)
         for event in events:
@@ -236,6 +273,11 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             try:
                 await ingest_batch(stream, events, records)
                 ctx.health.batch_finished()
+            except Fenced as exc:
+                log.error("fenced: the batch %s: %s", batch_coordinates(records), exc)
+                ctx.metrics.inc("sentryml_fenced_total")
+                ctx.fail(exc)
+                await asyncio.Event().wait()  # take nothing more; the stop cancels this
             except Exception as exc:
                 # Neither bad input (that went to the DLQ) nor transient (that was retried):
                 # carrying on would let later acks commit past this batch. Stop instead, so
