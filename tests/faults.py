@@ -266,7 +266,9 @@ class TcpProxy:
     crashed or unreachable server gives them: resets, then refused connections. ``hang``
     keeps accepting connections and reading requests but forwards nothing either way (a
     server stuck in a long GC pause or a full disk); ``unhang`` resets those connections,
-    as a server that gives up on them does, and forwards again.
+    as a server that gives up on them does, and forwards again. With ``refuse_inserts``
+    set, a connection that sends an ``INSERT`` is reset (reads still work: a server that
+    went read-only, or a write path cut off).
     """
 
     def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
@@ -276,6 +278,7 @@ class TcpProxy:
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         self.hanging = False
+        self.refuse_inserts = False
 
     @property
     def url(self) -> str:
@@ -339,6 +342,8 @@ class TcpProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                if self.refuse_inserts and b"INSERT" in data:
+                    return  # the finally resets both sides
                 if not self.hanging:  # hung: swallowed, the peer waits for an answer
                     dst.sendall(data)
         except OSError:
