@@ -316,6 +316,17 @@ class DriftStat(_TimestampedEvent):
     psi_warn: float
     psi_alert: float
     status: Literal["ok", "warn", "alert", "insufficient"]
+    p_adjusted: float | None = Field(
+        None, ge=0, le=1, description="p_value Holm-adjusted over the whole evaluation."
+    )
+    share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="novelty: estimated share of traffic unlike the training data.",
+    )
+    share_low: float | None = Field(None, ge=0, le=1)
+    share_high: float | None = Field(None, ge=0, le=1)
 
 
 #: Every event type by its wire tag. A new event must be added here (a test checks it).
