@@ -306,3 +306,21 @@ def test_cli_fit_list_show(
     assert f"{bad}:2: invalid JSON" in str(failed.exception)
     few = runner.invoke(app, [*args, "--k", "32", "--no-progress"])
     assert isinstance(few.exception, BaselineError) and "lower --k" in str(few.exception)
+
+
+def test_clusters_are_named_by_their_keywords_with_examples(fitted: Baseline) -> None:
+    from workers.topics import keywords
+
+    clusters = fitted.meta["clusters"]
+    assert [c["bin"] for c in clusters] == list(range(fitted.k))
+    for c in clusters:
+        assert c["keywords"] and c["name"].startswith(f"c{c['bin']}: ")
+        assert 1 <= len(c["examples"]) <= 3 and all(len(e) <= 200 for e in c["examples"])
+    names = fitted.bin_names()
+    assert len(names) == fitted.embedding_bins and names[-1] == "novelty"
+    # c-TF-IDF: a term frequent in one group and absent from the other names that group
+    assert keywords([["apple pie recipe", "apple tart"], ["court ruling appeal"]], top=1) == [
+        ["apple"],
+        ["appeal"],
+    ]
+    assert keywords([["the and of"], ["a an"]]) == [[], []]  # only stop words

@@ -406,6 +406,14 @@ class Baseline:
                 raise
             raise BaselineError(f"corrupt baseline payload: {exc!r}; refit the baseline") from exc
 
+    def bin_names(self) -> list[str]:
+        """A readable name for every ``embedding`` bin: ``"c3: refund, order, charged"``
+        from the fit's keywords (``c3`` for baselines fitted before names), and
+        ``"novelty"`` for the novelty bin."""
+        named = {int(c["bin"]): str(c["name"]) for c in self.meta.get("clusters", [])}
+        names = [named.get(c, f"c{c}") for c in range(self.k)]
+        return names + (["novelty"] if self.novelty_threshold is not None else [])
+
     def summary(self) -> dict[str, Any]:
         """Headline numbers for people: sizes, cluster shares, refusal rate."""
         emb = self.features["embedding"]
@@ -615,6 +623,10 @@ def fit_baseline(
     if novelty_quantile is not None:
         _, fit_sims = nearest_centroids(embeddings[fit_idx], centroids)
         novelty = float(np.quantile(fit_sims, novelty_quantile))
+    from workers.topics import describe_clusters
+
+    fit_bins, _ = nearest_centroids(embeddings[fit_idx], centroids)
+    clusters = describe_clusters(fit_prompts, embeddings[fit_idx], fit_bins, centroids)
     ref_bins, ref_sims = nearest_centroids(embeddings[ref_idx], centroids)
     if novelty is not None:
         ref_bins[ref_sims < novelty] = k
@@ -688,6 +700,8 @@ def fit_baseline(
             "length_unit": "simple_tokens",
             "median_output_length": float(np.median(columns["output_length"])),
             "median_ttr": round(float(np.median(columns["ttr"])), 4),
+            # names for people (workers.topics): keywords and redacted example prompts
+            "clusters": clusters,
         },
     )
 
