@@ -214,6 +214,10 @@ class Alert(_TimestampedEvent):
     p_value: float | None = None
     sample_size: int = Field(0, ge=0)
     message: str
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What changed (drift: grown/shrunk bins, share, keywords, examples).",
+    )
 
 
 RetrainMethod = Literal["lora", "qlora", "dpo"]

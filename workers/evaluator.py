@@ -30,6 +30,7 @@ from workers.drift import (
     evaluate,
     holm,
 )
+from workers.explain import Explanation, explain_window
 from workers.store import Store
 
 WINDOWS: dict[str, timedelta] = {
@@ -104,8 +105,9 @@ def evaluate_drift(
         base_model, adapter_version, baseline = stream
         thresholds = thresholds_for(base_model)
         results: list[tuple[str, str, DriftResult]] = []
+        by_window: dict[str, dict[str, dict[int, int]]] = {}
         for window in windows:
-            counts = window_counts(store, stream, end - WINDOWS[window], end)
+            counts = by_window[window] = window_counts(store, stream, end - WINDOWS[window], end)
             for feature, fb in baseline.features.items():
                 observed = np.zeros(len(fb.counts), dtype=np.int64)
                 for b, n in counts.get(feature, {}).items():
@@ -138,7 +140,25 @@ def evaluate_drift(
             stats.append(stat)
             if stat.status in ("warn", "alert") and window in alert_on:
                 alerts.append(drift_alert(stat, thresholds))
+        explained: dict[str, Explanation] = {}
+        for i, alert in enumerate(alerts):
+            if alert.base_model != base_model or alert.adapter_version != adapter_version:
+                continue
+            if alert.details:
+                continue
+            if alert.window not in explained:
+                explained[alert.window] = explain_window(
+                    store, stream, alert.window, end, by_window[alert.window]
+                )
+            alerts[i] = with_explanation(alert, explained[alert.window])
     return stats, alerts
+
+
+def with_explanation(alert: Alert, explanation: Explanation) -> Alert:
+    """The alert carrying what changed: details as JSON, one summary line in the message."""
+    summary = explanation.summary()
+    message = f"{alert.message} — {summary}" if summary else alert.message
+    return alert.model_copy(update={"details": explanation.to_dict(), "message": message})
 
 
 def decide_evaluation(

@@ -152,7 +152,9 @@ def minute_bucket(ts: datetime) -> datetime:
     return ts.replace(second=0, microsecond=0)
 
 
-def inference_log_row(event: InferenceLog, *, embed_bin: int, refusal: bool) -> dict[str, Any]:
+def inference_log_row(
+    event: InferenceLog, *, embed_bin: int, refusal: bool, novelty_bin: int = -1
+) -> dict[str, Any]:
     """The ``inference_logs`` row for an (already redacted) event."""
     return {
         "request_id": event.request_id,
@@ -168,6 +170,7 @@ def inference_log_row(event: InferenceLog, *, embed_bin: int, refusal: bool) -> 
         "latency_ms": event.latency_ms or 0.0,
         "metadata": json.dumps(event.metadata, sort_keys=True),  # as Event.to_row writes it
         "embed_bin": embed_bin,
+        "novelty_bin": novelty_bin,
         "refusal": int(refusal),
     }
 
@@ -392,7 +395,11 @@ class IngestProcessor:
                     counts[(*prefix, feature, bucket, fb.assign_one(value))] += 1
         result.partitions[key] = (first, last, n + 1, counts)
         result.accepted.append(event)
-        result.log_rows.append(inference_log_row(event, embed_bin=embed_bin, refusal=stats.refusal))
+        result.log_rows.append(
+            inference_log_row(
+                event, embed_bin=embed_bin, refusal=stats.refusal, novelty_bin=novelty_bin
+            )
+        )
 
     # -- flushing ---------------------------------------------------------------------
     def flush(self, result: BatchResult) -> None:
