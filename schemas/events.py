@@ -218,6 +218,8 @@ class Alert(_TimestampedEvent):
         default_factory=dict,
         description="What changed (drift: grown/shrunk bins, share, keywords, examples).",
     )
+    incident_id: str = Field("", description="The incident this notification belongs to.")
+    incident_state: Literal["", "open", "escalated", "updated", "resolved"] = ""
 
 
 RetrainMethod = Literal["lora", "qlora", "dpo"]

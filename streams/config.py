@@ -188,7 +188,12 @@ class DriftSettings(_Section):
     )
     models: dict[str, DriftModelSettings] = Field(default_factory=dict)
     interval_s: float = Field(60.0, gt=0, description="Seconds between evaluations")
-    renotify_s: float = Field(3600.0, ge=0, description="No repeat of one alert within this")
+    renotify_s: float = Field(
+        3600.0, ge=0, description="An open incident notifies again at most this often"
+    )
+    resolve_after: int = Field(
+        3, ge=1, le=10_000, description="Healthy evaluations in a row that resolve an incident"
+    )
     windows: tuple[Literal["1h", "24h", "7d"], ...] = ("1h", "24h", "7d")
     alert_windows: tuple[Literal["1h", "24h", "7d"], ...] = ("1h", "24h", "7d")
 
