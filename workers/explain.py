@@ -227,7 +227,6 @@ def explain(
 
 def sample_prompts(
     store: Store,
-    baseline: Baseline,
     base_model: str,
     adapter_version: str,
     start: datetime,
@@ -236,9 +235,9 @@ def sample_prompts(
 ) -> dict[str, dict[int, list[str]]]:
     """``{"embedding": {bin: prompts}, "novelty": {bin: prompts}}``: the ``per_bin`` rows
     with the smallest hash of request_id per bin in ``[start, end)`` (an exact bottom-k
-    sample across workers). Rows older than the baseline were binned by another one."""
+    sample across workers). After a refit, the window's rows binned by the previous
+    baseline are included too (``inference_logs`` does not record the baseline)."""
     out: dict[str, dict[int, list[str]]] = {}
-    since = max(start, baseline.created_at)
     for feature, column in (("embedding", "embed_bin"), ("novelty", "novelty_bin")):
         rows = store.query(
             f"SELECT {column}, prompt FROM inference_logs FINAL "
@@ -246,7 +245,7 @@ def sample_prompts(
             "AND ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')} "
             f"AND {column} >= 0 "
             f"ORDER BY {column}, cityHash64(request_id) LIMIT {int(per_bin)} BY {column}",
-            {"m": base_model, "a": adapter_version, "start": since, "end": end},
+            {"m": base_model, "a": adapter_version, "start": start, "end": end},
         ).rows
         for b, prompt in rows:
             out.setdefault(feature, {}).setdefault(int(b), []).append(str(prompt))
@@ -273,5 +272,5 @@ def explain_window(
             if 0 <= b < fb.bins:
                 arr[b] = n
         arrays[feature] = arr
-    samples = sample_prompts(store, baseline, base_model, adapter_version, start, end)
+    samples = sample_prompts(store, base_model, adapter_version, start, end)
     return explain(baseline, window, arrays, samples)

@@ -20,7 +20,17 @@ log = logging.getLogger(__name__)
 
 
 async def evaluate_once(ctx: WorkerContext) -> list[Alert]:
-    """One evaluation round: drift_stats rows written, alerts emitted; returns the alerts sent."""
+    """One evaluation round: drift_stats rows written, alerts emitted; returns the alerts sent.
+
+    Rounds never overlap (a lock): each reads the incident state the previous one saved,
+    so a slow round and the next timer tick cannot both open the same incident.
+    """
+    lock = ctx.extras.setdefault("drift_lock", asyncio.Lock())
+    async with lock:
+        return await _evaluate_once(ctx)
+
+
+async def _evaluate_once(ctx: WorkerContext) -> list[Alert]:
     settings = ctx.settings.drift
     now = ctx.now()
     loop = asyncio.get_running_loop()
