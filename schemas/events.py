@@ -214,6 +214,12 @@ class Alert(_TimestampedEvent):
     p_value: float | None = None
     sample_size: int = Field(0, ge=0)
     message: str
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What changed (drift: grown/shrunk bins, share, keywords, examples).",
+    )
+    incident_id: str = Field("", description="The incident this notification belongs to.")
+    incident_state: Literal["", "open", "escalated", "updated", "resolved"] = ""
 
 
 RetrainMethod = Literal["lora", "qlora", "dpo"]
@@ -316,6 +322,17 @@ class DriftStat(_TimestampedEvent):
     psi_warn: float
     psi_alert: float
     status: Literal["ok", "warn", "alert", "insufficient"]
+    p_adjusted: float | None = Field(
+        None, ge=0, le=1, description="p_value Holm-adjusted over the whole evaluation."
+    )
+    share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="novelty: estimated share of traffic unlike the training data.",
+    )
+    share_low: float | None = Field(None, ge=0, le=1)
+    share_high: float | None = Field(None, ge=0, le=1)
 
 
 #: Every event type by its wire tag. A new event must be added here (a test checks it).

@@ -213,24 +213,41 @@ class DriftModelSettings(_Section):
     psi_alert: float | None = Field(None, gt=0)
     alpha: float | None = Field(None, gt=0, lt=1)
     min_samples: int | None = Field(None, ge=1)
+    share_warn: float | None = Field(None, gt=0, le=1)
+    share_alert: float | None = Field(None, gt=0, le=1)
 
 
 class DriftSettings(_Section):
     """Drift thresholds and the evaluator's schedule (see docs/drift.md).
 
-    A window is ``alert`` when PSI >= ``psi_alert`` AND the two-sample chi-square test
-    against the baseline's reference counts rejects at ``alpha``; ``warn`` likewise with
-    ``psi_warn``; ``insufficient`` under ``min_samples`` events. Per model:
+    A window is ``alert`` when PSI >= ``psi_alert`` AND the two-sample test against the
+    baseline's reference counts rejects, Holm-adjusted over the evaluation, at ``alpha``;
+    ``warn`` likewise with ``psi_warn``; ``insufficient`` under ``min_samples`` events. The
+    ``novelty`` feature uses ``share_warn`` / ``share_alert`` instead: the estimated share of
+    traffic unlike the training data. Per model:
     ``SENTRYML_DRIFT_MODELS='{"my-model": {"psi_alert": 0.3}}'``.
     """
 
     psi_warn: float = Field(0.1, gt=0, description="PSI at which a significant shift warns")
     psi_alert: float = Field(0.2, gt=0, description="PSI at which a significant shift alerts")
-    alpha: float = Field(0.01, gt=0, lt=1, description="Significance level of the chi2 test")
+    alpha: float = Field(
+        0.01, gt=0, lt=1, description="False-alarm bound of one evaluation (Holm, all tests)"
+    )
     min_samples: int = Field(30, ge=1, description="Fewer events in a window: 'insufficient'")
+    share_warn: float = Field(
+        0.05, gt=0, le=1, description="Share of traffic unlike the training data that warns"
+    )
+    share_alert: float = Field(
+        0.15, gt=0, le=1, description="Share of traffic unlike the training data that alerts"
+    )
     models: dict[str, DriftModelSettings] = Field(default_factory=dict)
     interval_s: float = Field(60.0, gt=0, description="Seconds between evaluations")
-    renotify_s: float = Field(3600.0, ge=0, description="No repeat of one alert within this")
+    renotify_s: float = Field(
+        3600.0, ge=0, description="An open incident notifies again at most this often"
+    )
+    resolve_after: int = Field(
+        3, ge=1, le=10_000, description="Healthy evaluations in a row that resolve an incident"
+    )
     windows: tuple[Literal["1h", "24h", "7d"], ...] = ("1h", "24h", "7d")
     alert_windows: tuple[Literal["1h", "24h", "7d"], ...] = ("1h", "24h", "7d")
 
@@ -254,6 +271,8 @@ class DriftSettings(_Section):
             "psi_alert": self.psi_alert,
             "alpha": self.alpha,
             "min_samples": self.min_samples,
+            "share_warn": self.share_warn,
+            "share_alert": self.share_alert,
         }
         if own is not None:
             values.update({k: v for k, v in own.model_dump().items() if v is not None})

@@ -154,8 +154,16 @@ def test_fit_splits_counts_and_describes_every_feature(
     assert emb.bins == 5 and fitted.embedding_bins == 5  # 4 clusters + the novelty bin
     for name in FEATURES:
         fb = fitted.features[name]
-        assert fb.n == fitted.n_reference  # counts come from the held-out reference split
+        if name != "novelty":
+            assert fb.n == fitted.n_reference  # counts come from the held-out reference split
         assert sum(fb.shares) == pytest.approx(1.0)
+    # novelty: half the fitting split is the neighbour memory, every other example
+    # calibrates; the counts are the calibration's gaps (they sum to its size + 1)
+    assert fitted.memory is not None and fitted.memory.shape == (70, 384)
+    assert fitted.memory.dtype == np.float16
+    novelty = fitted.features["novelty"]
+    assert novelty.n == len(records) - 70 + 1
+    assert novelty.shares[0] <= 0.01 and sum(novelty.shares[:2]) <= 0.05
     assert fitted.features["refusal"].counts == (60, 0)  # no refusal in the training answers
     assert fitted.embedder == "minilm-l6-v2" and fitted.baseline_id.startswith("bl-")
     assert fitted.meta["seed"] == 3 and fitted.novelty_threshold is not None
@@ -188,6 +196,23 @@ def test_other_domains_land_in_the_novelty_bin(fitted: Baseline, embedder: Cache
         fitted.assign_embeddings(np.ones((2, 10), dtype=np.float32))
 
 
+def test_other_domains_read_as_off_distribution(fitted: Baseline, embedder: CachedEmbedder) -> None:
+    from workers.novelty import off_distribution_share
+
+    fb = fitted.features["novelty"]
+    same = embedder.encode([r.prompt for r in support_records(60, seed=12)])
+    cooking = embedder.encode(domain_prompts("cooking", 60, seed=11))
+    _, same_bins = fitted.bin_embeddings(same)
+    _, cooking_bins = fitted.bin_embeddings(cooking)
+    assert same_bins is not None and cooking_bins is not None
+    quiet = off_distribution_share(np.bincount(same_bins, minlength=fb.bins), fb.counts)
+    moved = off_distribution_share(np.bincount(cooking_bins, minlength=fb.bins), fb.counts)
+    assert quiet.low == 0.0 and quiet.p_value > 0.01
+    assert moved.share > 0.8 and moved.p_value < 1e-3
+    empty = fitted.bin_embeddings(np.zeros((0, 384), dtype=np.float32))[1]
+    assert empty is not None and empty.size == 0
+
+
 def test_output_bins_separate_degraded_answers(fitted: Baseline) -> None:
     from workers.textstats import text_stats
 
@@ -216,6 +241,8 @@ def test_round_trip_through_chdb(store: Any, fitted: Baseline, tmp_path: Path) -
     assert loaded is not None
     assert loaded.to_payload() == fitted.to_payload()
     np.testing.assert_array_equal(loaded.centroids, fitted.centroids)
+    assert loaded.memory is not None and fitted.memory is not None
+    np.testing.assert_array_equal(loaded.memory, fitted.memory)  # float16, exact
     assert loaded.features == fitted.features
     assert loaded.created_at == fitted.created_at
     on_disk = json.loads((tmp_path / "bl.json").read_text())
@@ -279,3 +306,21 @@ def test_cli_fit_list_show(
     assert f"{bad}:2: invalid JSON" in str(failed.exception)
     few = runner.invoke(app, [*args, "--k", "32", "--no-progress"])
     assert isinstance(few.exception, BaselineError) and "lower --k" in str(few.exception)
+
+
+def test_clusters_are_named_by_their_keywords_with_examples(fitted: Baseline) -> None:
+    from workers.topics import keywords
+
+    clusters = fitted.meta["clusters"]
+    assert [c["bin"] for c in clusters] == list(range(fitted.k))
+    for c in clusters:
+        assert c["keywords"] and c["name"].startswith(f"c{c['bin']}: ")
+        assert 1 <= len(c["examples"]) <= 3 and all(len(e) <= 200 for e in c["examples"])
+    names = fitted.bin_names()
+    assert len(names) == fitted.embedding_bins and names[-1] == "novelty"
+    # c-TF-IDF: a term frequent in one group and absent from the other names that group
+    assert keywords([["apple pie recipe", "apple tart"], ["court ruling appeal"]], top=1) == [
+        ["apple"],
+        ["appeal"],
+    ]
+    assert keywords([["the and of"], ["a an"]]) == [[], []]  # only stop words

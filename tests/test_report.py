@@ -375,7 +375,8 @@ def test_report_renders_every_section_with_sample_sizes_in_chromium(
     assert report.base_model == MODEL
     sections = {s.key: s for s in report.sections}
     assert list(sections) == [
-        "overview", "drift", "clusters", "output_length", "judge", "golden", "timeline", "alerts"
+        "overview", "drift", "clusters", "changes", "output_length", "judge", "golden",
+        "timeline", "alerts",
     ]  # fmt: skip
     assert not [k for k, s in sections.items() if s.empty]
     # The sample sizes come from the store, and match what was written.
@@ -398,6 +399,9 @@ def test_report_renders_every_section_with_sample_sizes_in_chromium(
     assert "status-alert" in drift  # the shifted phase alerted
     clusters = _section_html(page, "clusters")
     assert f"n = {history.events:,} events" in clusters and "novelty" in clusters
+    changes = _section_html(page, "changes")
+    assert sections["changes"].n == history.events  # the newest 24 h hold all the traffic
+    assert "unlike the training data:" in changes and "example 1:" in changes
     assert "14 / 15" in _section_html(page, "golden")
     assert "promoted" in _section_html(page, "timeline")
     assert "status-page" in _section_html(page, "alerts")

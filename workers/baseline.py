@@ -10,6 +10,10 @@ sorted into and the reference count of each bin:
   that spreads thinly over the clusters still shows as a jump in one bin,
 - ``output_length``, ``ttr``, ``distinct2`` — quantile bin edges of the training
   completions' statistics (:mod:`workers.textstats`),
+- ``novelty`` — how unlike the training data each prompt is: a conformal p-value of its
+  similarity to the nearest fitting prompts (a compact float16 memory of them is kept in
+  the baseline), binned at fixed p-value edges (:mod:`workers.novelty`). Its counts give
+  the headline number, the share of traffic unlike the training data,
 - ``refusal`` — two bins: not a refusal, refusal.
 
 Why a held-out reference split: centroids and quantile edges are fitted on one part of the
@@ -42,13 +46,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workers.exceptions import BaselineError, TrainingDataError
+from workers.novelty import DEFAULT_MEMORY, DEFAULT_NEIGHBOURS, calibrate, knn_typicality
 
 if TYPE_CHECKING:
     from workers.embedding import Embedder
     from workers.store import Store
 
 #: Every feature a baseline describes, in a fixed order.
-FEATURES: tuple[str, ...] = ("embedding", "output_length", "ttr", "distinct2", "refusal")
+FEATURES: tuple[str, ...] = (
+    "embedding",
+    "novelty",
+    "output_length",
+    "ttr",
+    "distinct2",
+    "refusal",
+)
 #: Quantile bins per numeric output feature (fewer when values repeat).
 DEFAULT_OUTPUT_BINS = 10
 #: Share of the fitting split's prompts that fall in the novelty bin (by construction).
@@ -268,6 +280,11 @@ class Baseline:
     meta: dict[str, Any] = field(default_factory=dict)
     #: cosine similarity under which a prompt is "outside every cluster" (bin ``k``)
     novelty_threshold: float | None = None
+    #: fitting-split embeddings (float16 rows) the ``novelty`` feature's typicality is
+    #: measured against; None when the baseline has no ``novelty`` feature
+    memory: np.ndarray | None = None
+    #: neighbours averaged for the typicality score
+    neighbours: int = DEFAULT_NEIGHBOURS
 
     @property
     def embedding_bins(self) -> int:
@@ -291,8 +308,29 @@ class Baseline:
             bins[sims < self.novelty_threshold] = self.k
         return bins
 
+    def typicality(self, embeddings: np.ndarray) -> np.ndarray:
+        """Mean cosine similarity of each row to its nearest fitting prompts (the memory)."""
+        if self.memory is None:
+            raise BaselineError(
+                f"baseline {self.baseline_id} has no neighbour memory (fitted without the "
+                "novelty feature); refit it to measure the off-distribution share"
+            )
+        return knn_typicality(embeddings, self.memory, self.neighbours)
+
+    def bin_embeddings(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(embedding bins, novelty bins)`` of each row; novelty bins are None when the
+        baseline has no ``novelty`` feature."""
+        bins = self.assign_embeddings(embeddings)
+        fb = self.features.get("novelty")
+        if fb is None or self.memory is None:
+            return bins, None
+        if bins.size == 0:
+            return bins, np.zeros(0, dtype=np.int64)
+        return bins, fb.assign(self.typicality(embeddings))
+
     def to_payload(self) -> dict[str, Any]:
-        """A JSON-ready dict (centroids as base64 little-endian float32: exact and compact)."""
+        """A JSON-ready dict (centroids as base64 little-endian float32: exact and compact;
+        the neighbour memory as float16)."""
         body = _content_body(
             self.base_model,
             self.adapter_version,
@@ -303,6 +341,8 @@ class Baseline:
             self.n_fit,
             self.n_reference,
             self.novelty_threshold,
+            self.memory,
+            self.neighbours,
         )
         return {
             **body,
@@ -335,6 +375,11 @@ class Baseline:
                 for name, f in data["features"].items()
             }
             created = datetime.fromisoformat(data["created_at"])
+            memory = None
+            if data.get("memory") is not None:
+                mshape = tuple(data["memory"]["shape"])
+                mraw = base64.b64decode(data["memory"]["f16le"])
+                memory = np.frombuffer(mraw, dtype="<f2").reshape(mshape).astype(np.float16)
             return cls(
                 baseline_id=str(data["baseline_id"]),
                 base_model=str(data["base_model"]),
@@ -353,11 +398,21 @@ class Baseline:
                     if data.get("novelty_threshold") is None
                     else float(data["novelty_threshold"])
                 ),
+                memory=memory,
+                neighbours=int(data.get("neighbours", DEFAULT_NEIGHBOURS)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, BaselineError):
                 raise
             raise BaselineError(f"corrupt baseline payload: {exc!r}; refit the baseline") from exc
+
+    def bin_names(self) -> list[str]:
+        """A readable name for every ``embedding`` bin: ``"c3: refund, order, charged"``
+        from the fit's keywords (``c3`` for baselines fitted before names), and
+        ``"novelty"`` for the novelty bin."""
+        named = {int(c["bin"]): str(c["name"]) for c in self.meta.get("clusters", [])}
+        names = [named.get(c, f"c{c}") for c in range(self.k)]
+        return names + (["novelty"] if self.novelty_threshold is not None else [])
 
     def summary(self) -> dict[str, Any]:
         """Headline numbers for people: sizes, cluster shares, refusal rate."""
@@ -391,9 +446,19 @@ def _content_body(
     n_fit: int,
     n_reference: int,
     novelty_threshold: float | None,
+    memory: np.ndarray | None = None,
+    neighbours: int = DEFAULT_NEIGHBOURS,
 ) -> dict[str, Any]:
     c = np.ascontiguousarray(centroids, dtype="<f4")
+    extra: dict[str, Any] = {}
+    if memory is not None:  # absent from older baselines: their ids stay what they were
+        mem = np.ascontiguousarray(memory, dtype="<f2")
+        extra = {
+            "memory": {"shape": list(mem.shape), "f16le": base64.b64encode(mem.tobytes()).decode()},
+            "neighbours": int(neighbours),
+        }
     return {
+        **extra,
         "format": PAYLOAD_FORMAT,
         "base_model": base_model,
         "adapter_version": adapter_version,
@@ -501,6 +566,8 @@ def fit_baseline(
     reference_fraction: float = 0.3,
     output_bins: int = DEFAULT_OUTPUT_BINS,
     novelty_quantile: float | None = DEFAULT_NOVELTY_QUANTILE,
+    novelty_memory: int | None = DEFAULT_MEMORY,
+    neighbours: int = DEFAULT_NEIGHBOURS,
     progress: bool = True,
     source: str = "",
     now: datetime | None = None,
@@ -509,8 +576,12 @@ def fit_baseline(
 
     ``novelty_quantile`` (None: off) sets the novelty bin: a production prompt whose
     nearest centroid is less similar than this quantile of the fitting split's
-    similarities goes to bin ``k``. Raises :class:`BaselineError` when the data cannot
-    support ``k`` clusters.
+    similarities goes to bin ``k``. ``novelty_memory`` (None: no ``novelty`` feature) is how
+    many fitting-split embeddings at most (a seeded sample of at most half of them, float16:
+    ~0.8 KB each for MiniLM) the baseline keeps to score a prompt's similarity to its
+    ``neighbours`` nearest training prompts; every other example is scored against the same
+    memory, which calibrates the conformal p-values (:mod:`workers.novelty`). Raises
+    :class:`BaselineError` when the data cannot support ``k`` clusters.
     """
     from workers.textstats import text_stats
 
@@ -522,6 +593,13 @@ def fit_baseline(
         raise ValueError("base_model must be non-empty")
     if novelty_quantile is not None and not 0.0 < novelty_quantile <= 0.2:
         raise ValueError(f"novelty_quantile must be in (0, 0.2] or None, got {novelty_quantile}")
+    if novelty_memory is not None and not neighbours <= novelty_memory <= 100_000:
+        raise ValueError(
+            f"novelty_memory must be in [neighbours={neighbours}, 100000] or None, "
+            f"got {novelty_memory}"
+        )
+    if not 1 <= neighbours <= 100:
+        raise ValueError(f"neighbours must be in [1, 100], got {neighbours}")
     n = len(records)
     need = math.ceil(k / min(reference_fraction, 1 - reference_fraction))
     if n < need:
@@ -545,6 +623,10 @@ def fit_baseline(
     if novelty_quantile is not None:
         _, fit_sims = nearest_centroids(embeddings[fit_idx], centroids)
         novelty = float(np.quantile(fit_sims, novelty_quantile))
+    from workers.topics import describe_clusters
+
+    fit_bins, _ = nearest_centroids(embeddings[fit_idx], centroids)
+    clusters = describe_clusters(fit_prompts, embeddings[fit_idx], fit_bins, centroids)
     ref_bins, ref_sims = nearest_centroids(embeddings[ref_idx], centroids)
     if novelty is not None:
         ref_bins[ref_sims < novelty] = k
@@ -559,6 +641,19 @@ def fit_baseline(
     features: dict[str, FeatureBaseline] = {
         "embedding": FeatureBaseline.from_counts("embedding", None, emb_counts.tolist())
     }
+    memory: np.ndarray | None = None
+    if novelty_memory is not None:
+        # The typicality score depends on the memory only (not on the centroids), so every
+        # example outside the memory is a fresh draw for it: half the fitting split (at
+        # most novelty_memory) is the memory, everything else calibrates the p-values.
+        size = max(neighbours, min(novelty_memory, len(fit_idx) // 2))
+        pick = np.zeros(n, dtype=bool)
+        pick[fit_idx[np.random.default_rng(seed).permutation(len(fit_idx))[:size]]] = True
+        memory = embeddings[pick].astype(np.float16)
+        cal = calibrate(knn_typicality(embeddings[~pick], memory, neighbours))
+        # counts are the calibration gaps per bin (they sum to calibration size + 1): the
+        # exact null law of a window's novelty counts is Dirichlet-multinomial in them
+        features["novelty"] = FeatureBaseline.from_counts("novelty", cal.edges, cal.counts)
     for name, values in columns.items():
         edges = quantile_edges(values[fit_idx], output_bins)
         probe = FeatureBaseline.from_counts(name, edges, [0] * (len(edges) + 1))
@@ -579,6 +674,8 @@ def fit_baseline(
         len(fit_idx),
         len(ref_idx),
         novelty,
+        memory,
+        neighbours,
     )
     return Baseline(
         baseline_id=baseline_id_for(body),
@@ -593,6 +690,8 @@ def fit_baseline(
         created_at=now or datetime.now(UTC),
         source=source,
         novelty_threshold=novelty,
+        memory=memory,
+        neighbours=neighbours,
         meta={
             "seed": seed,
             "reference_fraction": reference_fraction,
@@ -601,6 +700,8 @@ def fit_baseline(
             "length_unit": "simple_tokens",
             "median_output_length": float(np.median(columns["output_length"])),
             "median_ttr": round(float(np.median(columns["ttr"])), 4),
+            # names for people (workers.topics): keywords and redacted example prompts
+            "clusters": clusters,
         },
     )
 

@@ -11,7 +11,15 @@ count (or share) arrays and return plain numbers. No I/O, no state.
 - :func:`chi2_homogeneity` — Pearson's chi-square test that the window and the baseline's
   reference sample come from one distribution (a 2×K contingency table, no continuity
   correction). Both sample sizes count: a 600-event baseline is itself noisy.
-- :func:`evaluate` — the alert decision for one feature on one window.
+- :func:`homogeneity_p_value` — the same test's p-value, exact where the chi-square
+  approximation is not: Fisher's exact test for two bins and a seeded Monte-Carlo
+  permutation test (conditional on the bin totals) whenever an expected count is below 5,
+  e.g. a 1 % bin or a 0.5 % refusal rate in a 100-event window.
+- :func:`holm` — Holm's step-down adjustment, so that one evaluation (every feature of every
+  window of one model) raises a false alarm with probability at most ``alpha``, not each test.
+- :func:`evaluate` — the decision for one feature on one window; :func:`evaluate_novelty` for
+  the ``novelty`` feature, whose effect size is the share of traffic unlike the training
+  data (:mod:`workers.novelty`) rather than PSI.
 
 Why PSI alone does not decide
 -----------------------------
@@ -37,7 +45,9 @@ benchmark (``python -m bench.drift_quality``) measures both rates on real text.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -141,6 +151,120 @@ def chi2_homogeneity(window_counts: Any, baseline_counts: Any) -> tuple[float, f
     return stat, min(1.0, max(0.0, p_value))
 
 
+#: Permutation tables drawn when the chi-square approximation is not trusted. The smallest
+#: p-value it can give is 1 / (MC_SIMULATIONS + 1), well below the smallest Holm threshold
+#: of an evaluation (alpha / 18 for 6 features x 3 windows at alpha = 0.01).
+MC_SIMULATIONS = 9_999
+#: Cochran's rule: the chi-square law is trusted when every expected count is at least this.
+MIN_EXPECTED = 5.0
+
+
+def _seed(*arrays: np.ndarray) -> int:
+    # Same counts, same p-value: a stored drift_stats row can be reproduced exactly.
+    h = hashlib.sha256(b"".join(np.ascontiguousarray(a, dtype=np.int64).tobytes() for a in arrays))
+    return int.from_bytes(h.digest()[:8], "little")
+
+
+def monte_carlo_p_value(
+    draw: Callable[[int], np.ndarray], observed: float, simulations: int, hits: int = 20
+) -> float:
+    """A Monte-Carlo p-value ``P(T >= observed)`` that stops early when it is clearly large.
+
+    Besag and Clifford's sequential rule (1991): draw null statistics until ``hits`` of them
+    reach the observed one — after ``l`` draws the p-value is ``hits / l`` — or until
+    ``simulations`` draws, then ``(1 + h) / (1 + simulations)``. Both are valid p-values;
+    the early stop saves draws only where the answer is far from any threshold.
+    """
+    tol = 1e-9 * max(1.0, abs(observed))
+    drawn = found = 0
+    batch = 500
+    while drawn < simulations:
+        size = min(batch, simulations - drawn)
+        reach = draw(size) >= observed - tol
+        cum = found + np.cumsum(reach)
+        if cum[-1] >= hits:
+            stop = int(np.argmax(cum >= hits)) + 1
+            return hits / (drawn + stop)
+        found, drawn = int(cum[-1]), drawn + size
+        batch *= 2
+    return (1 + found) / (1 + simulations)
+
+
+def homogeneity_p_value(
+    window_counts: Any, baseline_counts: Any, *, simulations: int = MC_SIMULATIONS
+) -> tuple[float, float]:
+    """``(chi-square statistic, p-value)`` of homogeneity, exact where counts are small.
+
+    When every expected count is at least :data:`MIN_EXPECTED` this is
+    :func:`chi2_homogeneity`. Otherwise the chi-square law overstates the evidence (a bin
+    expected to hold 0.5 events that holds 3 is "significant" far more often than
+    ``alpha``), so the p-value is exact instead: Fisher's test for two bins, else the share
+    of ``simulations`` tables drawn with the same bin totals and sample sizes (multivariate
+    hypergeometric, the permutation law under homogeneity) whose statistic is at least the
+    observed one, ``(1 + hits) / (1 + simulations)``. The draws are seeded by the counts.
+
+    >>> w, ref = [97, 3], [597, 3]  # 3 % vs 0.5 %: under one expected refusal
+    >>> round(chi2_homogeneity(w, ref)[1], 3), round(homogeneity_p_value(w, ref)[1], 3)
+    (0.012, 0.041)
+    """
+    stat, p_value = chi2_homogeneity(window_counts, baseline_counts)
+    w = np.asarray(window_counts, dtype=np.int64)
+    b = np.asarray(baseline_counts, dtype=np.int64)
+    keep = (w + b) > 0
+    w, b = w[keep], b[keep]
+    n_w, n_b = int(w.sum()), int(b.sum())
+    if w.size < 2 or n_w == 0 or n_b == 0 or stat == 0.0:
+        return stat, p_value
+    col = w + b
+    total = n_w + n_b
+    expected_w = col * n_w / total
+    expected_b = col * n_b / total
+    if min(expected_w.min(), expected_b.min()) >= MIN_EXPECTED:
+        return stat, p_value
+    if w.size == 2:
+        return stat, float(_stats.fisher_exact(np.vstack([w, b]))[1])
+    rng = np.random.default_rng(_seed(w, b))
+
+    def draw(size: int) -> np.ndarray:
+        # The permutation law: bin by bin, hypergeometric given what is left.
+        left = np.full(size, n_w, dtype=np.int64)
+        pool = int(total)
+        sims = np.empty((size, col.size), dtype=np.float64)
+        for i, c in enumerate(col[:-1]):
+            pool -= int(c)
+            x = rng.hypergeometric(int(c), pool, left) if pool else left.copy()
+            sims[:, i] = x
+            left = left - x
+        sims[:, -1] = left
+        return np.sum(
+            (sims - expected_w) ** 2 / expected_w + (col - sims - expected_b) ** 2 / expected_b,
+            axis=1,
+        )
+
+    return stat, monte_carlo_p_value(draw, stat, simulations)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values: reject test ``i`` when ``adjusted[i] < alpha``.
+
+    The family-wise error rate (any false rejection among the tests) is then at most
+    ``alpha`` for any dependence between the tests — windows that overlap (1 h inside 24 h)
+    and features of the same events are dependent.
+
+    >>> holm([0.01, 0.04, 0.03, 0.5])
+    [0.04, 0.09, 0.09, 0.5]
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.size == 0:
+        return []
+    order = np.argsort(p, kind="stable")
+    m = p.size
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return [round(float(x), 15) for x in adjusted]
+
+
 @dataclass(frozen=True)
 class DriftThresholds:
     """When a window is ``warn`` / ``alert`` (see the module docstring for why both tests).
@@ -152,9 +276,15 @@ class DriftThresholds:
 
     psi_warn: float = 0.1
     psi_alert: float = 0.2
+    #: family-wise: the false-alarm bound of one evaluation (all features and windows of a
+    #: model, Holm-adjusted by the evaluator), not of one test
     alpha: float = 0.01
     min_samples: int = 30
     eps: float = DEFAULT_EPS
+    #: the ``novelty`` feature's thresholds, in its own unit: the estimated share of
+    #: traffic unlike the training data
+    share_warn: float = 0.05
+    share_alert: float = 0.15
 
     def __post_init__(self) -> None:
         if not (0 < self.psi_warn <= self.psi_alert) or not math.isfinite(self.psi_alert):
@@ -167,11 +297,20 @@ class DriftThresholds:
             raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
         if not 0 < self.eps < 0.5:
             raise ValueError(f"eps must be in (0, 0.5), got {self.eps}")
+        if not 0 < self.share_warn <= self.share_alert <= 1:
+            raise ValueError(
+                f"share_warn={self.share_warn} must be <= share_alert={self.share_alert}, "
+                "both in (0, 1]"
+            )
 
 
 @dataclass(frozen=True)
 class DriftResult:
-    """One feature on one window: the statistics and the decision."""
+    """One feature on one window: the statistics and the decision.
+
+    ``share`` (with its interval ``share_low``..``share_high`` and the null
+    ``share_expected`` of the counted rate) is set for the ``novelty`` feature only.
+    """
 
     psi: float
     jsd: float
@@ -180,9 +319,33 @@ class DriftResult:
     sample_size: int
     baseline_size: int
     status: DriftStatus
+    share: float | None = None
+    share_low: float | None = None
+    share_high: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def decide_share(
+    share: float,
+    p_value: float,
+    sample_size: int,
+    baseline_size: int,
+    thresholds: DriftThresholds,
+) -> DriftStatus:
+    """The ``novelty`` feature's status: the test rejecting AND the estimated share past a
+    threshold (on large windows every small shift is significant; the share says whether
+    it matters)."""
+    if min(sample_size, baseline_size) < thresholds.min_samples:
+        return "insufficient"
+    if p_value >= thresholds.alpha:
+        return "ok"
+    if share >= thresholds.share_alert:
+        return "alert"
+    if share >= thresholds.share_warn:
+        return "warn"
+    return "ok"
 
 
 def decide(
@@ -209,7 +372,9 @@ def evaluate(
 ) -> DriftResult:
     """Compare one window's counts per bin with a feature baseline's reference counts.
 
-    An empty window gives zeros, ``p_value`` 1 and status ``insufficient``.
+    An empty window gives zeros, ``p_value`` 1 and status ``insufficient``. The
+    ``novelty`` feature is judged by :func:`evaluate_novelty`. The p-value is one test's;
+    the evaluator adjusts it for the whole evaluation (:func:`holm`) and decides again.
     """
     w = np.asarray(window_counts, dtype=np.int64)
     ref = np.asarray(baseline.counts, dtype=np.int64)
@@ -222,8 +387,10 @@ def evaluate(
     n, m = int(w.sum()), int(ref.sum())
     if n == 0 or m == 0:
         return DriftResult(0.0, 0.0, 0.0, 1.0, n, m, "insufficient")
+    if baseline.name == "novelty":
+        return evaluate_novelty(w, baseline, thresholds)
     psi_value = psi(w, ref, thresholds.eps)
-    stat, p_value = chi2_homogeneity(w, ref)
+    stat, p_value = homogeneity_p_value(w, ref)
     return DriftResult(
         psi=psi_value,
         jsd=jsd(w, ref),
@@ -232,4 +399,34 @@ def evaluate(
         sample_size=n,
         baseline_size=m,
         status=decide(psi_value, p_value, n, m, thresholds),
+    )
+
+
+def evaluate_novelty(
+    window_counts: Any, baseline: FeatureBaseline, thresholds: DriftThresholds
+) -> DriftResult:
+    """The ``novelty`` feature: the estimated share of traffic unlike the training data, its
+    interval and exact test (:func:`workers.novelty.off_distribution_share`); PSI and JSD
+    of its bins are reported as secondary numbers. ``baseline_size`` is the calibration
+    sample (the gaps sum to it plus one)."""
+    from workers.novelty import off_distribution_share
+
+    w = np.asarray(window_counts, dtype=np.int64)
+    ref = np.asarray(baseline.counts, dtype=np.int64)
+    n, m = int(w.sum()), int(ref.sum()) - 1
+    if n == 0:
+        return DriftResult(0.0, 0.0, 0.0, 1.0, 0, m, "insufficient")
+    est = off_distribution_share(w, ref)
+    psi_value = psi(w, ref, thresholds.eps)
+    return DriftResult(
+        psi=psi_value,
+        jsd=jsd(w, ref),
+        chi2=chi2_homogeneity(w, ref)[0],
+        p_value=est.p_value,
+        sample_size=n,
+        baseline_size=m,
+        status=decide_share(est.share, est.p_value, n, m, thresholds),
+        share=est.share,
+        share_low=est.low,
+        share_high=est.high,
     )

@@ -176,7 +176,9 @@ def minute_bucket(ts: datetime) -> datetime:
     return ts.replace(second=0, microsecond=0)
 
 
-def inference_log_row(event: InferenceLog, *, embed_bin: int, refusal: bool) -> dict[str, Any]:
+def inference_log_row(
+    event: InferenceLog, *, embed_bin: int, refusal: bool, novelty_bin: int = -1
+) -> dict[str, Any]:
     """The ``inference_logs`` row for an (already redacted) event."""
     return {
         "request_id": event.request_id,
@@ -192,6 +194,7 @@ def inference_log_row(event: InferenceLog, *, embed_bin: int, refusal: bool) -> 
         "latency_ms": event.latency_ms or 0.0,
         "metadata": json.dumps(event.metadata, sort_keys=True),  # as Event.to_row writes it
         "embed_bin": embed_bin,
+        "novelty_bin": novelty_bin,
         "refusal": int(refusal),
     }
 
@@ -337,7 +340,7 @@ class IngestProcessor:
             if embed_bin is None:
                 continue  # rejected by the embedder
             try:
-                self._count(result, record, event, embed_bin)
+                self._count(result, record, event, *embed_bin)
             except StoreError:
                 raise
             except Exception as exc:
@@ -373,7 +376,7 @@ class IngestProcessor:
 
     def _embedding_bins_each(
         self, fresh: Sequence[tuple[RawRecord, InferenceLog]], result: BatchResult
-    ) -> list[int | None]:
+    ) -> list[tuple[int, int] | None]:
         """Bins for the batch; when the batch fails, event by event (None: rejected).
 
         One event the embedder cannot handle must not send its whole batch to the DLQ.
@@ -384,7 +387,7 @@ class IngestProcessor:
             raise
         except Exception:
             log.warning("embedding a batch of %d events failed; retrying one by one", len(fresh))
-        bins: list[int | None] = []
+        bins: list[tuple[int, int] | None] = []
         for record, event in fresh:
             try:
                 bins.append(self._embedding_bins([event])[0])
@@ -407,9 +410,10 @@ class IngestProcessor:
             self._embedders[name] = self._embedder_factory(name)
         return self._embedders[name]
 
-    def _embedding_bins(self, events: Sequence[InferenceLog]) -> list[int]:
-        """Nearest-centroid bin per event (-1: no baseline, or not in the embedding sample)."""
-        bins = [-1] * len(events)
+    def _embedding_bins(self, events: Sequence[InferenceLog]) -> list[tuple[int, int]]:
+        """``(nearest-centroid bin, novelty bin)`` per event (-1: no baseline, not in the
+        embedding sample, or a baseline without the novelty feature)."""
+        bins = [(-1, -1)] * len(events)
         groups: dict[str, list[int]] = {}
         for i, event in enumerate(events):
             baseline = self.baselines.get(event.base_model, event.adapter_version)
@@ -425,12 +429,18 @@ class IngestProcessor:
             vectors = self._embedder(baseline.embedder).encode(
                 [events[i].prompt_text for i in indices], batch_size=self.embed_batch_size
             )
-            for i, b in zip(indices, baseline.assign_embeddings(vectors), strict=True):
-                bins[i] = int(b)
+            clusters, novelty = baseline.bin_embeddings(vectors)
+            for j, (i, b) in enumerate(zip(indices, clusters, strict=True)):
+                bins[i] = (int(b), -1 if novelty is None else int(novelty[j]))
         return bins
 
     def _count(
-        self, result: BatchResult, record: RawRecord, event: InferenceLog, embed_bin: int
+        self,
+        result: BatchResult,
+        record: RawRecord,
+        event: InferenceLog,
+        embed_bin: int,
+        novelty_bin: int = -1,
     ) -> None:
         # Baselines measure length in simple tokens; model token counts would read as drift.
         stats = text_stats(event.completion)
@@ -443,6 +453,8 @@ class IngestProcessor:
             prefix = (event.base_model, event.adapter_version, baseline.baseline_id)
             if embed_bin >= 0:
                 keys.append((*prefix, "embedding", bucket, embed_bin))
+            if novelty_bin >= 0:
+                keys.append((*prefix, "novelty", bucket, novelty_bin))
             values = {
                 "output_length": float(stats.length),
                 "ttr": stats.ttr,
@@ -454,7 +466,9 @@ class IngestProcessor:
                 if fb is not None:
                     keys.append((*prefix, feature, bucket, fb.assign_one(value)))
         counts.update(keys)
-        row = inference_log_row(event, embed_bin=embed_bin, refusal=stats.refusal)
+        row = inference_log_row(
+            event, embed_bin=embed_bin, refusal=stats.refusal, novelty_bin=novelty_bin
+        )
         result.partitions[key] = (first, last, n + 1, counts)
         result.accepted.append(event)
         result.log_rows.append(row)

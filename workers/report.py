@@ -1238,6 +1238,38 @@ def _timeline_section(store: Store, scope: _Scope, out: Path, cfg: ReportConfig)
 # --------------------------------------------------------------------------------------
 # alerts
 # --------------------------------------------------------------------------------------
+def _changes_section(store: Store, scope: _Scope) -> Section:
+    """What changed in the newest 24 h, per adapter (``workers.explain``)."""
+    from workers.evaluator import active_streams
+    from workers.explain import explain_window
+
+    title = "What changed: newest 24 h"
+    parts: list[str] = []
+    n = 0
+    for stream in active_streams(store, scope.end):
+        model, adapter, baseline = stream
+        if model != scope.base_model or (scope.adapter is not None and adapter != scope.adapter):
+            continue
+        explanation = explain_window(store, stream, "24h", scope.end)
+        if not explanation.sample_size:
+            continue
+        n += explanation.sample_size
+        items = "".join(f"<li>{_esc(line)}</li>" for line in explanation.lines())
+        parts.append(
+            f"<h3>adapter {_esc(adapter)} (baseline {_esc(baseline.baseline_id)})</h3>"
+            f"<ul>{items}</ul>"
+        )
+    if not n:
+        return Section("changes", title, _empty("no embedded prompts in the newest 24 h"))
+    body = (
+        "<p>The share of prompts unlike the training data (with its 95 % interval), the "
+        "clusters that grew and shrank most (named by their training prompts' keywords), "
+        "keywords of the new prompts against the typical ones, and up to five of them "
+        "(redacted; a bottom-k sample by hash of request id).</p>" + "".join(parts)
+    )
+    return Section("changes", title, body, (), n)
+
+
 def _alerts_section(store: Store, scope: _Scope, cfg: ReportConfig) -> Section:
     title = "Recent alerts"
     recent_sql, counts_sql = scope.sql(RECENT_ALERTS_SQL), scope.sql(ALERT_COUNTS_SQL)
@@ -1396,6 +1428,7 @@ def build_report(
             image="cluster_shares.png",
             xlabel="embedding cluster (novelty: outside every cluster)",
         ),
+        lambda: _changes_section(store, scope),
         lambda: _shares_section(
             store,
             scope,

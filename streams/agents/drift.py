@@ -12,13 +12,25 @@ from schemas.events import Alert
 from streams.app import WorkerContext, alert_publisher
 from workers.alerts import AlertSink
 from workers.evaluator import evaluate_drift
+from workers.incidents import plan_incidents
+from workers.incidents import save as save_incidents
 from workers.store.exceptions import StoreError
 
 log = logging.getLogger(__name__)
 
 
 async def evaluate_once(ctx: WorkerContext) -> list[Alert]:
-    """One evaluation round: drift_stats rows written, alerts emitted; returns the alerts sent."""
+    """One evaluation round: drift_stats rows written, alerts emitted; returns the alerts sent.
+
+    Rounds never overlap (a lock): each reads the incident state the previous one saved,
+    so a slow round and the next timer tick cannot both open the same incident.
+    """
+    lock = ctx.extras.setdefault("drift_lock", asyncio.Lock())
+    async with lock:
+        return await _evaluate_once(ctx)
+
+
+async def _evaluate_once(ctx: WorkerContext) -> list[Alert]:
     settings = ctx.settings.drift
     now = ctx.now()
     loop = asyncio.get_running_loop()
@@ -36,8 +48,24 @@ async def evaluate_once(ctx: WorkerContext) -> list[Alert]:
         rows = [s.to_row() for s in stats]
         await loop.run_in_executor(None, lambda: ctx.store.insert("drift_stats", rows))
     ctx.metrics.inc("sentryml_drift_evaluations_total")
-    sink: AlertSink = ctx.extras["alert_sink"]
-    return await sink.emit(alerts)
+    # One notification per incident (open / escalated / renotify / resolved): the incident
+    # state decides, so the drift sink itself suppresses nothing.
+    changed, notices = await loop.run_in_executor(
+        None,
+        lambda: plan_incidents(
+            ctx.store,
+            stats,
+            alerts,
+            now,
+            renotify=timedelta(seconds=settings.renotify_s),
+            resolve_after=settings.resolve_after,
+            alert_windows=settings.alert_windows,
+        ),
+    )
+    sink: AlertSink = ctx.extras["drift_alert_sink"]
+    sent = await sink.emit(notices)
+    await loop.run_in_executor(None, lambda: save_incidents(ctx.store, changed))
+    return sent
 
 
 def register(app: faust.App, ctx: WorkerContext) -> None:
@@ -47,6 +75,9 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         alert_publisher(app, ctx),
         renotify=timedelta(seconds=settings.renotify_s),
         now=ctx.now,
+    )
+    ctx.extras["drift_alert_sink"] = AlertSink(
+        ctx.store, alert_publisher(app, ctx), renotify=timedelta(0), now=ctx.now
     )
 
     @app.timer(settings.interval_s, on_leader=True, name="drift-evaluator")
