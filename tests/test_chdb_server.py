@@ -285,3 +285,18 @@ def test_serve_command_shares_one_folder_between_processes(tmp_path: Path) -> No
         output = server.communicate(timeout=60)[0]
     assert server.returncode == 0, output
     assert f"SENTRYML_STORE_URL={url}" in output
+
+
+def test_an_insert_the_engine_refuses_is_an_error_not_a_silent_loss(client: Client) -> None:
+    """chDB's streaming insert answered 200 for rows a CHECK constraint refused, and they
+    were gone; the client must see the refusal to retry or bisect."""
+    client.command(
+        "CREATE TABLE checked (a UInt32, CONSTRAINT small CHECK a < 10) "
+        "ENGINE = MergeTree ORDER BY a"
+    )
+    with pytest.raises(DatabaseError, match="VIOLATED_CONSTRAINT|small"):
+        client.insert("checked", [[1], [50]], column_names=["a"])
+    assert client.command("SELECT count() FROM checked") == 0  # all or nothing, and said so
+    client.insert("checked", [[1], [2]], column_names=["a"])
+    summary = client.command("SELECT groupArray(a) FROM (SELECT a FROM checked ORDER BY a)")
+    assert summary == "[1,2]"

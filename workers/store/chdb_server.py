@@ -44,13 +44,17 @@ external data or cluster DDL.
 
 from __future__ import annotations
 
+import atexit
 import base64
+import functools
 import gzip
 import hmac
 import json
 import logging
 import re
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -624,12 +628,12 @@ class ChdbEngine:
         started = time.perf_counter()
         try:
             if statement.insert_format is not None:
-                written = conn.insert(statement.sql, statement.insert_format, statement.data)
+                rows, size = conn.insert(statement.sql, statement.insert_format, statement.data)
                 summary = {
                     "read_rows": "0",
                     "read_bytes": "0",
-                    "written_rows": str(written.rows_written),
-                    "written_bytes": str(written.bytes_written),
+                    "written_rows": str(rows),
+                    "written_bytes": str(size),
                     "elapsed_ns": str(int((time.perf_counter() - started) * 1e9)),
                 }
                 return Reply(200, b"", {"X-ClickHouse-Summary": json.dumps(summary)})
@@ -792,18 +796,33 @@ class _Conn:
             log.warning("a chDB connection's state could not be reset; closing it")
             self.broken = True
 
-    def insert(self, sql: str, fmt: str, data: bytes) -> Any:
-        inserter = self.session.send_insert(sql, fmt)
-        try:
-            if data:
-                inserter.append(data)
-            return inserter.finish()
-        except BaseException:
-            inserter.cancel()
-            raise
+    def insert(self, sql: str, fmt: str, data: bytes) -> tuple[int, int]:
+        """Insert ``data`` (in format ``fmt``); ``(rows, bytes)`` written.
+
+        Not through chDB's streaming ``send_insert``: it reports success for rows the engine
+        refuses (a CHECK constraint, TOO_MANY_PARTS ...), and they vanish with a 200. The
+        body goes through an owner-only spool file read with ``FROM INFILE`` instead, so
+        the engine's error reaches the client, which can retry or bisect.
+        """
+        with tempfile.NamedTemporaryFile(dir=_spool_dir(), prefix="insert-") as spool:
+            spool.write(data)
+            spool.flush()
+            result = self.session.query(
+                f"{sql} FROM INFILE {_literal(spool.name)} COMPRESSION 'none' FORMAT {fmt}",
+                "TabSeparated",
+            )
+        return result.rows_written(), result.bytes_written()
 
     def close(self) -> None:
         self.session.close()
+
+
+@functools.cache
+def _spool_dir() -> str:
+    """A private folder (mode 0700) for insert bodies, removed when the process exits."""
+    folder = tempfile.mkdtemp(prefix="sentryml-chdb-spool-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 class _Handler(BaseHTTPRequestHandler):
