@@ -294,7 +294,7 @@ def test_an_insert_the_engine_refuses_is_an_error_not_a_silent_loss(client: Clie
         "CREATE TABLE checked (a UInt32, CONSTRAINT small CHECK a < 10) "
         "ENGINE = MergeTree ORDER BY a"
     )
-    with pytest.raises(DatabaseError, match="VIOLATED_CONSTRAINT|small"):
+    with pytest.raises(DatabaseError, match=r"VIOLATED_CONSTRAINT|small"):
         client.insert("checked", [[1], [50]], column_names=["a"])
     assert client.command("SELECT count() FROM checked") == 0  # all or nothing, and said so
     client.insert("checked", [[1], [2]], column_names=["a"])
