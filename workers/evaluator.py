@@ -191,24 +191,15 @@ def drift_alert(stat: DriftStat, thresholds: DriftThresholds | None = None) -> A
     if stat.feature == "novelty" and stat.share is not None:
         t = thresholds or DriftThresholds()
         threshold = t.share_alert if severity == "alert" else t.share_warn
-        return Alert(
-            alert_id=alert_id(
-                kind, stat.base_model, stat.adapter_version, stat.feature, stat.window, stat.ts
-            ),
-            ts=stat.ts,
-            base_model=stat.base_model,
-            adapter_version=stat.adapter_version,
-            kind=kind,
-            feature=stat.feature,
-            window=stat.window,
-            severity=severity,
-            value=stat.share,
-            threshold=threshold,
-            p_value=p_value,
-            sample_size=stat.sample_size,
-            message=share_message(stat, threshold),
+        value, message = stat.share, share_message(stat, threshold)
+    else:
+        threshold = stat.psi_alert if severity == "alert" else stat.psi_warn
+        value = stat.psi
+        message = (
+            f"{stat.feature} drift on {stat.window} window: PSI {stat.psi:.3f} "
+            f"(threshold {threshold}), JSD {stat.jsd:.3f}, p={p_value:.2g} (adjusted), "
+            f"n={stat.sample_size} vs baseline n={stat.baseline_size}"
         )
-    threshold = stat.psi_alert if severity == "alert" else stat.psi_warn
     return Alert(
         alert_id=alert_id(
             kind, stat.base_model, stat.adapter_version, stat.feature, stat.window, stat.ts
@@ -220,15 +211,11 @@ def drift_alert(stat: DriftStat, thresholds: DriftThresholds | None = None) -> A
         feature=stat.feature,
         window=stat.window,
         severity=severity,
-        value=stat.psi,
+        value=value,
         threshold=threshold,
         p_value=p_value,
         sample_size=stat.sample_size,
-        message=(
-            f"{stat.feature} drift on {stat.window} window: PSI {stat.psi:.3f} "
-            f"(threshold {threshold}), JSD {stat.jsd:.3f}, p={p_value:.2g} (adjusted), "
-            f"n={stat.sample_size} vs baseline n={stat.baseline_size}"
-        ),
+        message=message,
     )
 
 
