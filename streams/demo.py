@@ -39,12 +39,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from schemas.events import Feedback, InferenceLog
 from schemas.exceptions import SentryMLError
+
+if TYPE_CHECKING:
+    from streams.config import KafkaSettings, ProducerSettings
 
 console = Console()
 REPO = Path(__file__).resolve().parent.parent
@@ -198,10 +201,9 @@ def _stage(n: int, text: str) -> None:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Play the whole story; return the summary numbers. Raises :class:`DemoFailed`."""
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Consumer
 
     from streams.config import KafkaSettings, ProducerSettings
-    from streams.producer import InferenceLogger
     from streams.topics import Topics, create_topics
     from workers.baseline import TrainingRecord, fit_baseline, save_baseline
     from workers.embedding import load_embedder
@@ -377,9 +379,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             support_records(cfg.phase1_events, seed=2), base_model=BASE_MODEL, seed=2
         )
         live = _live_completions(base_url, phase1[: cfg.live_requests])
-        with InferenceLogger(producer_settings, strict=True) as logger:
-            for event in live + phase1[cfg.live_requests :]:
-                logger.log(event)
+        _publish(producer_settings, live + phase1[cfg.live_requests :])
         wait_until(
             "phase 1 counted by the worker",
             lambda: tick() or counted() >= cfg.phase1_events,
@@ -407,9 +407,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             for p, b in zip(prompts, broken, strict=True)
         ] + list(rambling)
         phase2 = to_inference_logs(phase2_records, base_model=BASE_MODEL, seed=3)
-        with InferenceLogger(producer_settings, strict=True) as logger:
-            for event in phase2:
-                logger.log(event)
+        _publish(producer_settings, phase2)
         wait_until(
             "embedding and output drift alerts",
             lambda: (
@@ -420,10 +418,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         _print_drift(store, "phase 2")
 
         _stage(4, f"feedback: {cfg.feedback_examples} reviewer corrections → gated retrain")
-        fb_producer = Producer(kafka.client_config())
-        for fb in _corrections(phase1, phase2[: len(prompts)], cfg.feedback_examples):
-            fb_producer.produce(topics.feedback, fb.to_bytes(), fb.request_id.encode())
-        fb_producer.flush(30)
+        _send_feedback(
+            kafka,
+            topics.feedback,
+            _corrections(phase1, phase2[: len(prompts)], cfg.feedback_examples),
+        )
         wait_until(
             "the retrain gate to fire and the trainer to finish (promote or reject)",
             lambda: tick() or any(e["status"] in ("promoted", "rejected") for e in adapter_events),
@@ -447,6 +446,26 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             summary["hero"] = str(report.hero) if report.hero else None
         store.close()
     return summary
+
+
+# Each client lives in its own function, so it is freed when it returns, while the broker
+# is up: a client kept until run_demo returns prints connection errors once the broker stops.
+def _publish(settings: ProducerSettings, events: list[InferenceLog]) -> None:
+    from streams.producer import InferenceLogger
+
+    with InferenceLogger(settings, strict=True) as logger:
+        for event in events:
+            logger.log(event)
+
+
+def _send_feedback(kafka: KafkaSettings, topic: str, items: list[Feedback]) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer(kafka.client_config())
+    for fb in items:
+        producer.produce(topic, fb.to_bytes(), fb.request_id.encode())
+    if producer.flush(30):
+        raise DemoFailed("feedback could not be delivered to the broker in 30 s")
 
 
 def _run(coro: Any) -> Any:

@@ -11,7 +11,7 @@ from streams.demo import DemoConfig, run_demo
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
 
-def test_demo_story_runs_end_to_end(tmp_path: Path) -> None:
+def test_demo_story_runs_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     cfg = DemoConfig(
         out_dir=tmp_path / "demo",
         train_examples=300,
@@ -26,6 +26,9 @@ def test_demo_story_runs_end_to_end(tmp_path: Path) -> None:
         timeout_s=1200,
     )
     summary = run_demo(cfg)
+    # Every client of the demo's own process was closed before its broker stopped.
+    stderr = capfd.readouterr().err
+    assert [line for line in stderr.splitlines() if "|FAIL|rdkafka" in line] == []
 
     # Phase 1 is quiet; phase 2 raises input and output drift alerts (rows in `alerts`).
     assert summary["phase1_drift_alerts"] == 0
