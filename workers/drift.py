@@ -327,6 +327,27 @@ class DriftResult:
         return asdict(self)
 
 
+def _status(
+    effect: float,
+    p_value: float,
+    sample_size: int,
+    baseline_size: int,
+    thresholds: DriftThresholds,
+    warn: float,
+    alert: float,
+) -> DriftStatus:
+    """Enough data, the test rejecting AND the effect size past ``warn`` / ``alert``."""
+    if min(sample_size, baseline_size) < thresholds.min_samples:
+        return "insufficient"
+    if p_value >= thresholds.alpha:
+        return "ok"
+    if effect >= alert:
+        return "alert"
+    if effect >= warn:
+        return "warn"
+    return "ok"
+
+
 def decide_share(
     share: float,
     p_value: float,
@@ -337,15 +358,8 @@ def decide_share(
     """The ``novelty`` feature's status: the test rejecting AND the estimated share past a
     threshold (on large windows every small shift is significant; the share says whether
     it matters)."""
-    if min(sample_size, baseline_size) < thresholds.min_samples:
-        return "insufficient"
-    if p_value >= thresholds.alpha:
-        return "ok"
-    if share >= thresholds.share_alert:
-        return "alert"
-    if share >= thresholds.share_warn:
-        return "warn"
-    return "ok"
+    t = thresholds
+    return _status(share, p_value, sample_size, baseline_size, t, t.share_warn, t.share_alert)
 
 
 def decide(
@@ -356,15 +370,8 @@ def decide(
     thresholds: DriftThresholds,
 ) -> DriftStatus:
     """The status for given statistics: PSI past a threshold AND the test rejecting."""
-    if min(sample_size, baseline_size) < thresholds.min_samples:
-        return "insufficient"
-    if p_value >= thresholds.alpha:
-        return "ok"
-    if psi_value >= thresholds.psi_alert:
-        return "alert"
-    if psi_value >= thresholds.psi_warn:
-        return "warn"
-    return "ok"
+    t = thresholds
+    return _status(psi_value, p_value, sample_size, baseline_size, t, t.psi_warn, t.psi_alert)
 
 
 def evaluate(
