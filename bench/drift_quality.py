@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -40,6 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from bench.common import machine_info
 from workers.baseline import (
     Baseline,
     FeatureBaseline,
@@ -265,11 +264,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "drift_quality",
         "created_at": datetime.now(UTC).isoformat(),
-        "machine": {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
+        "machine": machine_info(),
         "setup": {
             "embedder": embedder.name,
             "k": args.k,

@@ -34,8 +34,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -50,6 +48,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from bench.common import machine_info
 from bench.debian_corpus import Text, build_corpus
 from workers.baseline import Baseline, TrainingRecord, fit_baseline
 from workers.drift import DriftResult, DriftThresholds, chi2_homogeneity, evaluate, psi
@@ -389,11 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "drift_real",
         "created_at": datetime.now(UTC).isoformat(),
-        "machine": {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
+        "machine": machine_info(),
         "setup": {
             "corpus": "Debian bookworm package descriptions (bench/debian_corpus.py)",
             "corpus_texts": len(corpus),

@@ -303,18 +303,16 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
             listener.close()
-        with self._lock:
-            conns, self._conns = self._conns, set()
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-            conn.close()
+        self._drop_connections()
 
     def hang(self) -> None:
         self.hanging = True
 
     def unhang(self) -> None:
         self.hanging = False
+        self._drop_connections()
+
+    def _drop_connections(self) -> None:
         with self._lock:
             conns, self._conns = self._conns, set()
         for conn in conns:
