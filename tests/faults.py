@@ -155,9 +155,27 @@ def committed(kafka: KafkaSettings, group: str, topic: str, partitions: int) -> 
         consumer.close()
 
 
+#: Answers of a broker whose partition leaders are not ready yet.
+_NOT_READY = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+)
+
+
 def caught_up(kafka: KafkaSettings, group: str, topic: str) -> bool:
-    """The group has committed every record of ``topic`` (so each was flushed or DLQ'd)."""
-    ends = end_offsets(kafka, topic, kafka.partitions)
+    """The group has committed every record of ``topic`` (so each was flushed or DLQ'd).
+
+    False, to be asked again, while the broker answers with a retriable error (a partition
+    leader not elected yet right after the topic was created: NOT_LEADER_FOR_PARTITION)."""
+    try:
+        ends = end_offsets(kafka, topic, kafka.partitions)
+    except KafkaException as exc:
+        error = exc.args[0]
+        if error.retriable() or error.code() in _NOT_READY:
+            return False
+        raise
     done = committed(kafka, group, topic, kafka.partitions)
     return all(end == 0 or done.get(p) == end for p, end in ends.items())
 
