@@ -238,8 +238,8 @@ def kafka_broker() -> Iterator[str]:
 
 def kafka_settings(bootstrap: str, partitions: int = 6) -> Any:
     """Kafka settings with a topic prefix of this benchmark's own (topics created)."""
-    from streams.config import KafkaSettings
     from streams.topics import create_topics
+    from workers.kafka import KafkaSettings
 
     kafka = KafkaSettings(
         bootstrap=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", partitions=partitions
@@ -254,7 +254,7 @@ _CHDB_DIR: Path | None = None
 def store_settings(database: str | None = None) -> Any:
     """A fresh database in this process's chDB folder (chDB allows one folder per process)."""
     global _CHDB_DIR
-    from streams.config import StoreSettings
+    from workers.store import StoreSettings
 
     if _CHDB_DIR is None:
         _CHDB_DIR = Path(tempfile.mkdtemp(prefix="sentryml-bench-chdb-"))

@@ -1,7 +1,7 @@
 """Drift statistic cost: PSI/JSD over a 7-day window from ``window_counts`` vs from raw events.
 
 Ours is what the drift evaluator does for one feature and one window:
-:func:`workers.evaluator.window_counts` (one ``GROUP BY feature, bin`` over per-minute partial
+:func:`workers.drift.window_counts` (one ``GROUP BY feature, bin`` over per-minute partial
 counts in ClickHouse) plus :func:`workers.drift.evaluate` (PSI, JSD, chi-square test and the
 decision). The reference computes the same statistics from the raw per-event bin
 assignments, as a user without pre-aggregated counts would: Evidently's ``psi`` and
@@ -185,8 +185,7 @@ def run(
 
 def measure(n_events: int, *, n_reference: int, repeats: int, seed: int, store: Any) -> Row:
     """Time both paths on the same data; check the values agree; return the result row."""
-    from workers.drift import DriftThresholds, evaluate
-    from workers.evaluator import window_counts
+    from workers.drift import DriftThresholds, evaluate, window_counts
 
     if n_events < 1 or n_reference < 1:
         raise ValueError(f"n_events and n_reference must be >= 1, got {n_events}, {n_reference}")

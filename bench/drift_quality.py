@@ -39,14 +39,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bench.common import machine_info
-from workers.baseline import (
-    Baseline,
-    FeatureBaseline,
-    fit_baseline,
-    split_indices,
-)
+from workers.baseline import Baseline, FeatureBaseline, fit_baseline, split_indices
 from workers.drift import DriftThresholds, evaluate
 from workers.embedding import load_embedder
+from workers.stats import text_stats
 from workers.synthetic import (
     DEGRADATIONS,
     DOMAINS,
@@ -54,7 +50,6 @@ from workers.synthetic import (
     domain_prompts,
     support_records,
 )
-from workers.textstats import text_stats
 
 RESULTS = Path(__file__).resolve().parent / "results" / "drift_quality.json"
 TARGETS = {"false_alarm_100": 0.05, "false_alarm_500": 0.01, "detection_100": 0.95}

@@ -14,7 +14,7 @@ on the same windows, for contrast.
 Every window is judged as production judges an evaluation: all six features (embedding
 clusters, novelty, output length, type-token ratio, distinct-2 and refusal of the
 completion, here the package synopsis), each test exact where its counts are small, and
-the p-values Holm-adjusted together (:func:`workers.evaluator.decide_evaluation`). A
+the p-values Holm-adjusted together (:func:`workers.drift.decide_evaluation`). A
 window is *flagged* when any feature warns or alerts. The share interval's coverage is
 the fraction of shifted windows whose 95 % interval holds the mixed-in share.
 
@@ -51,10 +51,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from bench.common import machine_info
 from bench.debian_corpus import Text, build_corpus
 from workers.baseline import Baseline, TrainingRecord, fit_baseline
-from workers.drift import DriftResult, DriftThresholds, chi2_homogeneity, evaluate, psi
+from workers.drift import DriftResult, DriftThresholds, decide_evaluation, evaluate
 from workers.embedding import MINILM
-from workers.evaluator import decide_evaluation
-from workers.textstats import text_stats
+from workers.stats import chi2_homogeneity, psi, text_stats
 
 RESULTS = Path(__file__).resolve().parent / "results" / "drift_real.json"
 IN_DOMAIN = ("perl", "python", "ruby")

@@ -120,12 +120,13 @@ def run(
 ) -> list[Row]:
     """Counted latency (p50/p99) at ``rate`` for ``seconds``, then alert latency."""
     from bench.worker import fit
+    from schemas.topics import Topics
     from streams.app import create_app
-    from streams.config import DriftSettings, ProducerSettings, WorkerSettings
+    from streams.config import ProducerSettings, WorkerSettings
     from streams.producer import InferenceLogger
-    from streams.topics import Topics
     from tests.harness import running
     from workers.baseline import save_baseline
+    from workers.drift import DriftSettings
     from workers.store import open_store
     from workers.synthetic import domain_prompts, support_records
 

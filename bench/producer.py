@@ -60,9 +60,9 @@ def run(bootstrap: str, n_events: int = 50_000, rounds: int = 4, seed: int = 0) 
     """Measure both sides on ``n_events`` events each; return throughput and latency rows."""
     from confluent_kafka import Producer
 
+    from schemas.topics import Topics
     from streams.config import ProducerSettings
     from streams.producer import InferenceLogger
-    from streams.topics import Topics
 
     if n_events < rounds:
         raise ValueError(f"n_events must be >= rounds ({rounds}), got {n_events}")

@@ -396,9 +396,9 @@ def round_robin(
     """
     from sentence_transformers import SentenceTransformer
 
+    from schemas.topics import Topics
     from streams.app import create_app
     from streams.config import IngestSettings, WorkerSettings
-    from streams.topics import Topics
     from tests.harness import running
     from workers.baseline import save_baseline
     from workers.embedding import minilm_path
@@ -500,7 +500,7 @@ def stage_costs(events: list[Any]) -> dict[str, float]:
     """Single-thread µs per event of the ingest stages that do not embed, on ``events``."""
     from schemas.events import InferenceLog, decode_event
     from workers.redact import Redactor
-    from workers.textstats import text_stats
+    from workers.stats import text_stats
 
     payloads = [e.to_bytes() for e in events]
     redactor = Redactor()
@@ -537,7 +537,7 @@ def run(
     Every worker uses the shipped ingest settings (batches of up to 500 events, embedding
     batches of 64). The MiniLM sides run ``rounds`` batches of ``chunk`` events each.
     """
-    from streams.topics import Topics
+    from schemas.topics import Topics
 
     partitions = 6
     kafka = kafka_settings(bootstrap, partitions=partitions)

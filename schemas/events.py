@@ -412,3 +412,13 @@ def _describe(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "<event>"
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
+
+
+#: New labelled examples a retrain needs per declared task goal (the low ends of the usual
+#: ranges: style/format 200–500, vocabulary 500–1.5k, task 1k–5k, instruction 2k–10k).
+DEFAULT_MIN_EXAMPLES: dict[str, int] = {
+    "style": 200,
+    "vocabulary": 500,
+    "task": 1000,
+    "instruction": 2000,
+}

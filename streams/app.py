@@ -27,8 +27,8 @@ from typing import Any
 import faust
 
 from schemas.events import Alert, utcnow
+from schemas.topics import Topics
 from streams.config import WorkerSettings
-from streams.topics import Topics
 from workers.store import Store, open_store
 
 log = logging.getLogger(__name__)

@@ -41,15 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
 from schemas.events import Feedback, InferenceLog
 from schemas.exceptions import SentryMLError
+from streams.console import console
 
 if TYPE_CHECKING:
-    from streams.config import KafkaSettings, ProducerSettings
+    from streams.config import ProducerSettings
+    from workers.kafka import KafkaSettings
 
-console = Console()
 REPO = Path(__file__).resolve().parent.parent
 BASE_MODEL = "smollm2-135m-instruct"
 SYSTEM_PROMPT = (
@@ -203,11 +202,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Play the whole story; return the summary numbers. Raises :class:`DemoFailed`."""
     from confluent_kafka import Consumer
 
-    from streams.config import KafkaSettings, ProducerSettings
-    from streams.topics import Topics, create_topics
+    from schemas.topics import Topics
+    from streams.config import ProducerSettings
+    from streams.topics import create_topics
     from workers.baseline import TrainingRecord, fit_baseline, save_baseline
     from workers.embedding import load_embedder
     from workers.golden import OpenAIChat, load_golden_set, run_golden
+    from workers.kafka import KafkaSettings
     from workers.store import open_store
     from workers.synthetic import (
         degraded_records,
@@ -274,7 +275,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         )  # fmt: skip
         save_baseline(store, baseline, json_path=cfg.out_dir / "baseline.json")
         console.print(f"baseline {baseline.baseline_id}: k={cfg.k}, n_fit={baseline.n_fit}")
-        golden = load_golden_set(REPO / "workers" / "golden_sets" / "starter.yaml")
+        golden = load_golden_set(REPO / "workers" / "golden" / "sets" / "starter.yaml")
         chat = OpenAIChat(base_url, "smollm2-135m-instruct", max_tokens=96)
         result = _run(run_golden(golden, chat, base_model=BASE_MODEL, adapter_version="none",
                                  threshold=0.5, store=store, trigger="deploy", progress=True))  # fmt: skip
@@ -485,7 +486,7 @@ def _port_open(port: int) -> bool:
 def _try_open(open_store: Any, url: str, login: dict[str, str]) -> Any:
     from pydantic import SecretStr
 
-    from streams.config import StoreSettings
+    from workers.store import StoreSettings
     from workers.store.exceptions import StoreError
 
     try:
@@ -564,7 +565,7 @@ def _evaluated_since(store: Any, since: float) -> bool:
 
 
 def _print_drift(store: Any, title: str) -> None:
-    from streams.commands.core import print_table
+    from streams.console import print_table
 
     result = store.query(
         "SELECT feature, window, round(argMax(psi, ts), 3) AS psi, "
@@ -576,7 +577,7 @@ def _print_drift(store: Any, title: str) -> None:
 
 
 def _summary(store: Any) -> dict[str, Any]:
-    from streams.commands.core import print_table
+    from streams.console import print_table
 
     queries = {
         "alerts": "SELECT kind, severity, count() AS n FROM alerts GROUP BY kind, severity ORDER BY kind",

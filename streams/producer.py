@@ -28,9 +28,9 @@ from pydantic import ValidationError
 
 from schemas.events import InferenceLog
 from schemas.exceptions import InvalidEvent
+from schemas.topics import Topics
 from schemas.wire import encode_inference_log, event_bytes
 from streams.config import ProducerSettings
-from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # generation with SmolLM2 ran 10x slower (50 s vs 4.8 s for 3 prompts x 10 tokens).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from streams.config import KafkaSettings, StoreSettings
+from workers.kafka import KafkaSettings
+from workers.store import StoreSettings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -110,7 +111,7 @@ def clickhouse_http_url(chdb_dir: Path) -> Iterator[str]:
     credentials are put in the environment (``SENTRYML_STORE_USERNAME`` / ``_PASSWORD``), so
     the processes a test starts log in as a deployment's worker would.
     """
-    from workers.store.chdb_server import ChdbHTTPServer, ServeUser
+    from workers.store._server import ChdbHTTPServer, ServeUser
 
     users = [ServeUser(*HTTP_WRITER), ServeUser(*HTTP_READER, readonly=True)]
     server = ChdbHTTPServer(chdb_dir, port=0, users=users).start()

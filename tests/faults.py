@@ -31,9 +31,10 @@ from urllib.parse import urlsplit
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from schemas.events import InferenceLog
-from streams.config import KafkaSettings
-from streams.topics import Topics, create_topics
+from schemas.topics import Topics
+from streams.topics import create_topics
 from tests.conftest import REPO, wait_for
+from workers.kafka import KafkaSettings
 
 #: Where tests append their measured numbers (JSON lines) when this variable names a file;
 #: docs/reliability.md's table is built from such a run.

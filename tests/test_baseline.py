@@ -13,7 +13,6 @@ import typer
 from typer.testing import CliRunner
 
 from streams.commands import baseline as baseline_cmd
-from streams.config import StoreSettings
 from workers.baseline import (
     FEATURES,
     Baseline,
@@ -28,6 +27,7 @@ from workers.baseline import (
 )
 from workers.embedding import CachedEmbedder, load_embedder
 from workers.exceptions import BaselineError, TrainingDataError
+from workers.store import StoreSettings
 from workers.synthetic import degraded_records, domain_prompts, support_records, write_jsonl
 
 
@@ -197,7 +197,7 @@ def test_other_domains_land_in_the_novelty_bin(fitted: Baseline, embedder: Cache
 
 
 def test_other_domains_read_as_off_distribution(fitted: Baseline, embedder: CachedEmbedder) -> None:
-    from workers.novelty import off_distribution_share
+    from workers.stats import off_distribution_share
 
     fb = fitted.features["novelty"]
     same = embedder.encode([r.prompt for r in support_records(60, seed=12)])
@@ -214,7 +214,7 @@ def test_other_domains_read_as_off_distribution(fitted: Baseline, embedder: Cach
 
 
 def test_output_bins_separate_degraded_answers(fitted: Baseline) -> None:
-    from workers.textstats import text_stats
+    from workers.stats import text_stats
 
     length = fitted.features["output_length"]
     rambling = [text_stats(r.completion).length for r in degraded_records("rambling", 40, seed=1)]
@@ -309,7 +309,7 @@ def test_cli_fit_list_show(
 
 
 def test_clusters_are_named_by_their_keywords_with_examples(fitted: Baseline) -> None:
-    from workers.topics import keywords
+    from workers.baseline import keywords
 
     clusters = fitted.meta["clusters"]
     assert [c["bin"] for c in clusters] == list(range(fitted.k))

@@ -21,10 +21,9 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 from pydantic import SecretStr
 
-from streams.config import StoreSettings
 from tests.conftest import HTTP_READER, HTTP_WRITER, REPO, _free_port, wait_for
-from workers.store import open_store
-from workers.store.chdb_server import ServeUser, _split_insert, parse_user
+from workers.store import StoreSettings, open_store
+from workers.store._server import ServeUser, _split_insert, parse_user
 
 
 def _port(url: str) -> int:

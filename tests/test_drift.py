@@ -9,9 +9,10 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency
 
-from streams.config import DriftSettings, WorkerSettings
+from streams.config import WorkerSettings
 from workers.baseline import FeatureBaseline
-from workers.drift import DriftThresholds, chi2_homogeneity, decide, evaluate, jsd, psi
+from workers.drift import DriftSettings, DriftThresholds, decide, evaluate
+from workers.stats import chi2_homogeneity, jsd, psi
 
 
 def _seeded_pairs(n_pairs: int = 20, bins: int = 12) -> list[tuple[np.ndarray, np.ndarray]]:

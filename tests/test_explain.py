@@ -15,13 +15,11 @@ from typer.testing import CliRunner
 
 from schemas.events import utcnow
 from streams.commands import drift as drift_cmd
-from streams.config import StoreSettings
 from workers.baseline import FeatureBaseline, fit_baseline, save_baseline
-from workers.drift import DriftThresholds
+from workers.drift import DriftThresholds, bin_changes, bin_names, evaluate_drift
 from workers.embedding import load_embedder
-from workers.evaluator import evaluate_drift
-from workers.explain import bin_changes, bin_names
 from workers.ingest import IngestProcessor, RawRecord
+from workers.store import StoreSettings
 from workers.synthetic import domain_records, support_records, to_inference_logs
 
 

@@ -28,7 +28,7 @@ from workers.golden import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-STARTER = REPO / "workers" / "golden_sets" / "starter.yaml"
+STARTER = REPO / "workers" / "golden" / "sets" / "starter.yaml"
 REPLY_SCHEMA = {
     "type": "object",
     "required": ["intent", "answer"],

@@ -16,12 +16,15 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from schemas.events import AdapterEvent, Alert, decode_event
+from schemas.topics import Topics
 from streams.app import create_app
-from streams.config import GoldenSettings, KafkaSettings, WorkerSettings
-from streams.topics import Topics, create_topics
+from streams.config import WorkerSettings
+from streams.topics import create_topics
 from tests.conftest import wait_for
 from tests.harness import running
 from tests.servers.faulty_openai import FaultyOpenAI
+from workers.golden import GoldenSettings
+from workers.kafka import KafkaSettings
 
 pytestmark = [pytest.mark.kafka]
 

@@ -14,8 +14,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from schemas.topics import Topics
 from streams.commands import golden as golden_commands
-from streams.topics import Topics, create_topics
+from streams.topics import create_topics
 from tests.test_golden_agent import consume_alerts
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

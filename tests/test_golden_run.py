@@ -18,15 +18,8 @@ import pytest
 
 from schemas.events import Alert, utcnow
 from tests.servers.faulty_openai import FaultyOpenAI
-from workers.alerts import AlertSink
-from workers.golden import (
-    GoldenCase,
-    GoldenSet,
-    ModelUnavailable,
-    OpenAIChat,
-    run_golden,
-)
-from workers.notify import NotifyError, post_webhook_sync, slack_payload
+from workers.alerts import AlertSink, NotifyError, post_webhook_sync, slack_payload
+from workers.golden import GoldenCase, GoldenSet, ModelUnavailable, OpenAIChat, run_golden
 
 REPLY = {"type": "object", "required": ["intent", "answer"]}
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from schemas.events import Alert, DriftStat
-from workers.incidents import healthy_groups, load_open, plan_incidents, save, step
+from workers.drift import healthy_groups, load_open, plan_incidents, save, step
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 KEY = ("m", "v1", "embedding_drift", "novelty")

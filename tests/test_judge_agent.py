@@ -13,12 +13,15 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from schemas.events import Alert, InferenceLog, JudgeScore, decode_event
+from schemas.topics import Topics
 from streams.app import create_app
-from streams.config import JudgeModelSettings, JudgeSettings, KafkaSettings, WorkerSettings
-from streams.topics import Topics, create_topics
+from streams.config import WorkerSettings
+from streams.topics import create_topics
 from tests.conftest import wait_for
 from tests.harness import running
 from tests.servers.faulty_openai import FaultyOpenAI
+from workers.judge import JudgeModelSettings, JudgeSettings
+from workers.kafka import KafkaSettings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -10,12 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from schemas.events import Alert, JudgeScore
+from schemas.topics import Topics
 from streams.app import WorkerContext
-from streams.config import JudgeSettings, WorkerSettings
-from streams.topics import Topics
+from streams.config import WorkerSettings
 from tests.servers.faulty_openai import FaultyOpenAI
 from workers.alerts import AlertSink
-from workers.judge_alerts import RollingMean, judge_drop_alerts, rolling_judge_means
+from workers.judge import JudgeSettings, RollingMean, judge_drop_alerts, rolling_judge_means
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
 

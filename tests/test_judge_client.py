@@ -13,11 +13,20 @@ from typing import Any
 import pytest
 
 from schemas.events import InferenceLog
-from streams.config import JudgeModelSettings, JudgeSettings
 from tests.servers.faulty_openai import FaultyOpenAI
 from workers.exceptions import JudgeRejected, JudgeUnavailable
-from workers.judge import JudgeClient, parse_verdict, retry_after_s, schema_check, score_rubric
-from workers.judge_prompts import RUBRICS, build_messages, detect_injection
+from workers.judge import (
+    RUBRICS,
+    JudgeClient,
+    JudgeModelSettings,
+    JudgeSettings,
+    build_messages,
+    detect_injection,
+    parse_verdict,
+    retry_after_s,
+    schema_check,
+    score_rubric,
+)
 
 
 @pytest.fixture
@@ -247,8 +256,8 @@ def test_score_rubric_for_golden_checks(server: FaultyOpenAI) -> None:
 
 
 def test_batch_outcomes_and_a_retried_insert_counts_once(server: FaultyOpenAI, store) -> None:
+    from workers.dlq import RawRecord
     from workers.judge import judge_batch
-    from workers.records import RawRecord
 
     rid = uuid.uuid4().hex[:8]
     events = [

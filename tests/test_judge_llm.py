@@ -13,10 +13,8 @@ import asyncio
 import pytest
 
 from schemas.events import InferenceLog
-from streams.config import JudgeSettings
-from workers.judge import JudgeClient, judge_batch
-from workers.records import RawRecord
-from workers.sampling import JudgeSampler, should_judge
+from workers.dlq import RawRecord
+from workers.judge import JudgeClient, JudgeSampler, JudgeSettings, judge_batch, should_judge
 
 pytestmark = [pytest.mark.slow]
 

@@ -8,9 +8,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas.events import Alert, InferenceLog, JudgeScore
-from streams.config import JudgeModelSettings, JudgeSettings
 from workers.alerts import AlertSink
-from workers.sampling import DailyUsage, JudgeSampler, daily_usage, should_judge
+from workers.judge import (
+    DailyUsage,
+    JudgeModelSettings,
+    JudgeSampler,
+    JudgeSettings,
+    daily_usage,
+    should_judge,
+)
 
 
 def _log(request_id: str, model: str = "m") -> InferenceLog:

@@ -24,9 +24,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas.events import Alert
+from schemas.topics import Topics
 from streams.app import EXIT_FATAL, EXIT_STOP_TIMEOUT, alert_publisher, create_app
-from streams.config import IngestSettings, JudgeSettings, WorkerSettings
-from streams.topics import Topics, create_topics
+from streams.config import IngestSettings, WorkerSettings
+from streams.topics import create_topics
 from tests.conftest import wait_for
 from tests.faults import (
     Rig,
@@ -46,6 +47,7 @@ from workers.alerts import AlertSink
 from workers.baseline import fit_baseline, save_baseline
 from workers.embedding import load_embedder
 from workers.ingest import EVENT_RETENTION
+from workers.judge import JudgeSettings
 from workers.store import migrations
 from workers.synthetic import support_records
 

@@ -15,27 +15,26 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import workers.drift
-import workers.novelty
+import workers.drift._decide
+import workers.stats._divergence
+import workers.stats._novelty
 from workers.baseline import Baseline, FeatureBaseline, save_baseline
-from workers.drift import (
-    DriftThresholds,
-    chi2_homogeneity,
-    evaluate,
-    holm,
-    homogeneity_p_value,
-)
-from workers.evaluator import decide_evaluation, evaluate_drift
-from workers.novelty import (
+from workers.drift import DriftThresholds, decide_evaluation, evaluate, evaluate_drift
+from workers.stats import (
     bin_scores,
     calibrate,
+    chi2_homogeneity,
+    holm,
+    homogeneity_p_value,
     knn_typicality,
     novel_bin_count,
     off_distribution_share,
 )
 
 
-@pytest.mark.parametrize("module", [workers.novelty, workers.drift])
+@pytest.mark.parametrize(
+    "module", [workers.stats._novelty, workers.stats._divergence, workers.drift._decide]
+)
 def test_docstring_examples(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0

@@ -17,15 +17,10 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
+from schemas.topics import Topics
 from streams.app import create_app
-from streams.config import (
-    IngestSettings,
-    JudgeSettings,
-    KafkaSettings,
-    StoreSettings,
-    WorkerSettings,
-)
-from streams.topics import Topics, create_topics
+from streams.config import IngestSettings, WorkerSettings
+from streams.topics import create_topics
 from tests.conftest import http_writer_settings, wait_for
 from tests.faults import (
     TcpProxy,
@@ -40,7 +35,9 @@ from tests.harness import running
 from workers.baseline import fit_baseline, save_baseline
 from workers.embedding import load_embedder
 from workers.ingest import DLQ_OVERSIZE_KEEP_BYTES, BaselineCache, IngestProcessor, RawRecord
-from workers.store import open_store
+from workers.judge import JudgeSettings
+from workers.kafka import KafkaSettings
+from workers.store import StoreSettings, open_store
 from workers.store.exceptions import StoreError
 from workers.synthetic import support_records
 

@@ -12,9 +12,11 @@ from confluent_kafka import Consumer
 
 from schemas.events import InferenceLog, decode_event
 from schemas.exceptions import InvalidEvent
-from streams.config import KafkaSettings, ProducerSettings
+from schemas.topics import Topics
+from streams.config import ProducerSettings
 from streams.producer import InferenceLogger
-from streams.topics import Topics, create_topics
+from streams.topics import create_topics
+from workers.kafka import KafkaSettings
 
 pytestmark = pytest.mark.kafka
 

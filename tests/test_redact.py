@@ -7,8 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import ChatMessage, InferenceLog
-from streams.config import RedactionRuleSettings, RedactionSettings, WorkerSettings
-from workers.redact import DEFAULT_RULES, RedactionRule, Redactor, luhn_valid
+from streams.config import WorkerSettings
+from workers.redact import (
+    DEFAULT_RULES,
+    RedactionRule,
+    RedactionRuleSettings,
+    RedactionSettings,
+    Redactor,
+    luhn_valid,
+)
 
 
 @pytest.mark.parametrize(

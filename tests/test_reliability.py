@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from streams.config import KafkaSettings, ProducerSettings
+from streams.config import ProducerSettings
 from streams.producer import InferenceLogger
 from streams.topics import create_topics
 from tests.conftest import REPO, wait_for
@@ -47,6 +47,7 @@ from tests.faults import (
 )
 from workers.baseline import fit_baseline, save_baseline
 from workers.embedding import load_embedder
+from workers.kafka import KafkaSettings
 from workers.synthetic import support_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

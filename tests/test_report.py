@@ -31,15 +31,13 @@ import numpy as np
 import pytest
 
 from schemas.events import Alert, GoldenRun, JudgeScore
-from streams.config import StoreSettings
 from tests.conftest import REPO
 from workers.baseline import fit_baseline, save_baseline
-from workers.drift import DriftThresholds
-from workers.evaluator import evaluate_drift
+from workers.drift import DriftThresholds, evaluate_drift
 from workers.ingest import IngestProcessor, RawRecord
 from workers.report import FIGURES, HERO, ReportConfig, build_report
 from workers.retrain_gate import record_job_event
-from workers.store import Store, open_store
+from workers.store import Store, StoreSettings, open_store
 from workers.synthetic import degraded_records, domain_records, support_records, to_inference_logs
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -20,14 +20,17 @@ from confluent_kafka import Consumer
 from typer.testing import CliRunner
 
 from schemas.events import RetrainRequest, decode_event
+from schemas.topics import Topics
 from streams.app import create_app
-from streams.config import KafkaSettings, RetrainGateSettings, WorkerSettings
-from streams.topics import Topics, create_topics
+from streams.config import WorkerSettings
+from streams.topics import create_topics
 from tests.conftest import wait_for
 from tests.harness import running
+from workers.kafka import KafkaSettings
 from workers.retrain_gate import (
     GateInputs,
     GatePolicy,
+    RetrainGateSettings,
     decide,
     gather_inputs,
     held_for,

@@ -34,15 +34,16 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from schemas.events import InferenceLog
-from streams.config import DriftSettings, KafkaSettings, StoreSettings
-from streams.topics import Topics, create_topics
+from schemas.topics import Topics
+from streams.topics import create_topics
 from tests.conftest import REPO, _free_port, wait_for
 from tests.servers.faulty_openai import FaultyOpenAI
 from workers.baseline import Baseline, fit_baseline, save_baseline
+from workers.drift import DriftSettings, evaluate_drift
 from workers.embedding import load_embedder
-from workers.evaluator import evaluate_drift
-from workers.sampling import should_judge
-from workers.store import Store, open_store
+from workers.judge import should_judge
+from workers.kafka import KafkaSettings
+from workers.store import Store, StoreSettings, open_store
 from workers.synthetic import support_records
 
 MODEL = "support-bot-base"

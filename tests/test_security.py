@@ -24,16 +24,11 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from schemas.events import ChatMessage, Feedback, InferenceLog
+from schemas.topics import Topics
 from streams.app import create_app
-from streams.config import (
-    IngestSettings,
-    JudgeSettings,
-    ProducerSettings,
-    TrainerSettings,
-    WorkerSettings,
-)
+from streams.config import IngestSettings, ProducerSettings, WorkerSettings
 from streams.producer import InferenceLogger
-from streams.topics import Topics, create_topics
+from streams.topics import create_topics
 from tests.conftest import HTTP_READER, HTTP_WRITER, REPO, wait_for
 from tests.faults import (
     WorkerProcess,
@@ -45,7 +40,8 @@ from tests.faults import (
     produce,
 )
 from tests.harness import running
-from workers.sampling import JudgeSampler, should_judge
+from trainer.settings import TrainerSettings
+from workers.judge import JudgeSampler, JudgeSettings, should_judge
 
 MODEL = "support-bot-base"
 
@@ -404,10 +400,9 @@ def test_injected_completions_are_flagged_and_do_not_move_judge_means_or_pick_tr
     from trainer.dataset import build_dataset
     from trainer.demo_model import ensure_demo_model
     from trainer.train import load_tokenizer
+    from workers.dlq import RawRecord
     from workers.ingest import inference_log_row
-    from workers.judge import JudgeClient, judge_batch
-    from workers.judge_alerts import rolling_judge_means
-    from workers.records import RawRecord
+    from workers.judge import JudgeClient, judge_batch, rolling_judge_means
 
     now = datetime.now(UTC)
     clean = [
@@ -712,7 +707,7 @@ def test_a_cross_origin_request_is_refused_even_with_credentials(
     assert status == 403 and "web origin" in body
     assert _post(clickhouse_http_url, f"SELECT count() FROM {endpoint_db}.t")[1] == "0\n"
     # An origin the operator allowed (e.g. a Grafana in the browser) gets through.
-    from workers.store.chdb_server import ChdbEngine, ServeUser
+    from workers.store._server import ChdbEngine, ServeUser
 
     engine = ChdbEngine(
         chdb_dir, [ServeUser(*HTTP_WRITER)], allowed_origins=["https://grafana.example/"]
@@ -846,7 +841,7 @@ def _split(name: str) -> tuple[list[str], list[str]]:
 def test_injection_detector_recall_and_false_positives_on_held_out_completions(
     split: str, min_caught: int, max_false: int
 ) -> None:
-    from workers.judge_prompts import detect_injection
+    from workers.judge import detect_injection
 
     attacks, benign = _split(split)
     assert len(attacks) >= 40 and len(benign) >= 40

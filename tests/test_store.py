@@ -19,12 +19,12 @@ import pytest
 from pydantic import SecretStr
 
 from schemas.events import Alert
-from streams.config import StoreSettings
 from tests.conftest import HTTP_READER, http_writer_settings
 from workers.store import (
     InvalidStoreURL,
     QueryFailed,
     Store,
+    StoreSettings,
     StoreUnavailable,
     migrations,
     open_store,

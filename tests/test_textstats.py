@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.textstats import (
+from workers.stats import (
     TextStats,
     distinct_n,
     is_refusal,

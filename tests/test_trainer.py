@@ -18,10 +18,12 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from schemas.events import AdapterEvent, RetrainRequest, decode_event
-from streams.config import KafkaSettings, TrainerSettings
-from streams.topics import Topics, create_topics
+from schemas.topics import Topics
+from streams.topics import create_topics
 from tests.conftest import wait_for
 from trainer.config import TrainConfig
+from trainer.settings import TrainerSettings
+from workers.kafka import KafkaSettings
 
 pytestmark = [pytest.mark.slow]
 

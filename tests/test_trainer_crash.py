@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from schemas.events import RetrainRequest
-from streams.config import KafkaSettings
-from streams.topics import Topics, create_topics
+from schemas.topics import Topics
+from streams.topics import create_topics
 from tests.conftest import HTTP_WRITER, REPO, wait_for
 from tests.test_trainer import (
     MODEL,
@@ -32,6 +32,7 @@ from tests.test_trainer import (
     sha256_file,
 )
 from trainer.registry import Registry, adapter_version_for
+from workers.kafka import KafkaSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 

@@ -325,9 +325,10 @@ def test_an_invalid_request_is_logged_committed_and_skipped(
 
     from confluent_kafka import Producer
 
-    from streams.config import TrainerSettings
-    from streams.topics import Topics, create_topics
+    from schemas.topics import Topics
+    from streams.topics import create_topics
     from tests.test_trainer import committed_offset
+    from trainer.settings import TrainerSettings
     from trainer.worker import JobRunner, TrainerWorker
 
     create_topics(kafka, partitions=1)

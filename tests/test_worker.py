@@ -13,16 +13,19 @@ from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartiti
 from confluent_kafka.admin import AdminClient
 
 from schemas.events import Feedback, InferenceLog
+from schemas.topics import Topics
 from streams.agents.drift import evaluate_once
 from streams.app import create_app
-from streams.config import IngestSettings, JudgeSettings, KafkaSettings, WorkerSettings
-from streams.topics import Topics, create_topics
+from streams.config import IngestSettings, WorkerSettings
+from streams.topics import create_topics
 from tests.conftest import wait_for
 from tests.faults import consume_all
 from tests.harness import running
 from workers.baseline import fit_baseline, save_baseline
 from workers.embedding import load_embedder
 from workers.ingest import DLQ_OVERSIZE_KEEP_BYTES
+from workers.judge import JudgeSettings
+from workers.kafka import KafkaSettings
 from workers.synthetic import domain_prompts, support_records
 
 pytestmark = [pytest.mark.kafka]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
-from streams.config import DEFAULT_MIN_EXAMPLES
+from schemas.events import DEFAULT_MIN_EXAMPLES
 from trainer.exceptions import InvalidTrainConfig
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ class TrainConfig:
         default=None,
         metadata={
             "help": "Golden set file used to compare candidate and incumbent. Empty: the starter "
-            "golden set shipped in workers/golden_sets/."
+            "golden set shipped in workers/golden/sets/."
         },
     )
     heldout_check: HeldoutCheck = field(

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 #: The starter golden set shipped with the package.
 STARTER_GOLDEN_SET = (
-    Path(__file__).resolve().parent.parent / "workers" / "golden_sets" / "starter.yaml"
+    Path(__file__).resolve().parent.parent / "workers" / "golden" / "sets" / "starter.yaml"
 )
 
 _WORD = re.compile(r"\w+", re.UNICODE)

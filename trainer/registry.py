@@ -32,6 +32,7 @@ from typing import Any
 
 from schemas.events import AdapterEvent, utcnow
 from trainer.exceptions import AdapterNotFound, TrainerError
+from workers.adapters import LIVE_STATUSES, live_adapter_row
 from workers.store import Store
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 #: Statuses of an adapter that serves (or is about to serve) traffic.
-LIVE_STATUSES = ("promoted", "deployed")
 
 _COLUMNS = (
     "updated_at",
@@ -217,12 +217,8 @@ class Registry:
 
 def current_adapter(store: Store, base_model: str) -> AdapterRecord | None:
     """The promoted (or deployed) adapter of ``base_model`` changed last, or None."""
-    rows = store.query(
-        _SELECT + " WHERE base_model = {m:String} AND status IN ('promoted', 'deployed') "
-        "ORDER BY updated_at DESC LIMIT 1",
-        {"m": base_model},
-    ).dicts()
-    return AdapterRecord.from_row(rows[0]) if rows else None
+    row = live_adapter_row(store, base_model, _COLUMNS)
+    return AdapterRecord.from_row(row) if row else None
 
 
 class AdapterEventPublisher:

@@ -37,11 +37,11 @@ from typing import Any, Protocol
 
 from schemas.events import AdapterEvent, RetrainRequest, decode_event, utcnow
 from schemas.exceptions import InvalidEvent, SentryMLError
-from streams.config import TrainerSettings
-from streams.topics import Topics
+from schemas.topics import Topics
 from trainer.config import TrainConfig
 from trainer.exceptions import DatasetTooSmall, TrainerError
 from trainer.registry import AdapterRecord, Registry, adapter_version_for, weights_sha256
+from trainer.settings import TrainerSettings
 from workers.retrain_gate import (
     FAILED,
     JOB_TERMINAL,

@@ -21,12 +21,13 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from schemas.events import InferenceLog
+from pydantic import Field, field_validator
 
-if TYPE_CHECKING:
-    from streams.config import RedactionSettings
+from schemas.events import (
+    InferenceLog,
+)
+from workers.settings import Section
 
 
 def luhn_valid(candidate: str) -> bool:
@@ -229,3 +230,41 @@ class Redactor:
 
     def redact_many(self, texts: Sequence[str]) -> list[str]:
         return [self.redact(t) for t in texts]
+
+
+class RedactionRuleSettings(Section):
+    """One extra redaction rule: a Python regex and its replacement (``\\1`` refers to groups)."""
+
+    name: str = Field(..., min_length=1, max_length=64)
+    pattern: str = Field(..., min_length=1)
+    replacement: str = "[REDACTED]"
+    requires: str | None = Field(
+        None,
+        description="Optional cheap regex that every match contains (e.g. a literal prefix "
+        "such as 'EMP-'): text without it skips the rule, which saves the full scan",
+    )
+
+    @field_validator("pattern", "requires")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        import re
+
+        try:
+            if value is not None:
+                re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regex {value!r}: {exc}") from exc
+        return value
+
+
+class RedactionSettings(Section):
+    """What is masked before raw rows are stored (see docs/drift.md, "Redaction").
+
+    ``SENTRYML_REDACTION_RULES='[{"name": "employee", "pattern": "EMP-\\\\d{6}",
+    "replacement": "[EMPLOYEE]"}]'`` adds a rule; ``SENTRYML_REDACTION_DISABLED='["phone"]'``
+    switches a default rule off; ``SENTRYML_REDACTION_USE_DEFAULTS=false`` drops them all.
+    """
+
+    use_defaults: bool = Field(True, description="Apply the built-in rules (workers.redact)")
+    disabled: tuple[str, ...] = Field((), description="Names of built-in rules to skip")
+    rules: tuple[RedactionRuleSettings, ...] = Field((), description="Extra rules, run last")

@@ -11,9 +11,8 @@ import faust
 from schemas.events import Alert
 from streams.app import WorkerContext, alert_publisher
 from workers.alerts import AlertSink
-from workers.evaluator import evaluate_drift
-from workers.incidents import plan_incidents
-from workers.incidents import save as save_incidents
+from workers.drift import evaluate_drift, plan_incidents
+from workers.drift import save as save_incidents
 from workers.store.exceptions import StoreError
 
 log = logging.getLogger(__name__)

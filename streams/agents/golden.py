@@ -26,12 +26,13 @@ import faust
 from schemas.events import AdapterEvent, GoldenTrigger, decode_event
 from schemas.exceptions import InvalidEvent, SentryMLError
 from streams.app import WorkerContext, alert_publisher, raw_topic
-from streams.config import GoldenSettings, JudgeSettings
-from workers.alerts import AlertSink
+from workers.adapters import live_adapter_version
+from workers.alerts import AlertSink, post_webhook
 from workers.golden import (
     AlertEmitter,
     Generate,
     GoldenRunResult,
+    GoldenSettings,
     JudgeFn,
     OpenAIChat,
     due_run,
@@ -41,7 +42,7 @@ from workers.golden import (
     run_golden,
     validate_cron,
 )
-from workers.notify import post_webhook
+from workers.judge import JudgeSettings
 from workers.store import Store
 
 log = logging.getLogger(__name__)
@@ -140,12 +141,7 @@ class GoldenService:
 
     def current_adapter(self) -> str:
         """The live adapter: the newest promoted/deployed one in the registry, else config."""
-        version = self.store.query(
-            "SELECT version FROM adapters FINAL WHERE base_model = {m:String} "
-            "AND status IN ('promoted', 'deployed') ORDER BY updated_at DESC LIMIT 1",
-            {"m": self.base_model},
-        ).scalar()
-        return str(version) if version else self.settings.adapter_version
+        return live_adapter_version(self.store, self.base_model) or self.settings.adapter_version
 
     async def tick(self) -> GoldenRunResult | None:
         """Run the daily set if a scheduled slot passed since the last daily run."""

@@ -1,6 +1,6 @@
 """The judge agent: sampled inference logs in, ``judge_scores`` rows and DLQ entries out.
 
-``register`` also puts the :class:`workers.sampling.JudgeSampler` in
+``register`` also puts the :class:`workers.judge.JudgeSampler` in
 ``ctx.extras["judge_sampler"]`` — the ingest agent calls its ``select`` per batch and sends
 the chosen (redacted) logs to the judge-requests topic — and adds two timers: delivery of
 budget alerts raised by the sampler, and (leader only) the 7-day rolling judge-drop check.
@@ -29,10 +29,15 @@ from schemas.events import Alert
 from streams.agents.ingest import dlq_headers, raw_record
 from streams.app import WorkerContext, alert_publisher, raw_topic
 from workers.alerts import AlertSink
-from workers.judge import JudgeClient, JudgedBatch, judge_batch
-from workers.judge_alerts import judge_drop_alerts, rolling_judge_means
-from workers.records import RawRecord
-from workers.sampling import JudgeSampler
+from workers.dlq import RawRecord
+from workers.judge import (
+    JudgeClient,
+    JudgedBatch,
+    JudgeSampler,
+    judge_batch,
+    judge_drop_alerts,
+    rolling_judge_means,
+)
 from workers.store import Store
 from workers.store.exceptions import StoreError
 

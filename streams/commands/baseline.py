@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from streams.commands.core import print_table, store_settings
-
-console = Console(stderr=False)
+from streams.commands.core import store_settings
+from streams.console import console, print_table
 
 
 def register(app: typer.Typer) -> None:

@@ -5,35 +5,20 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from streams.config import (
+from streams.config import ProducerSettings, WorkerSettings
+from streams.console import console, print_table
+from trainer.settings import TrainerSettings
+from workers.judge import JudgeSettings
+from workers.settings import redacted
+from workers.store import (
     LOOPBACK_HOSTS,
-    JudgeSettings,
-    ProducerSettings,
     StoreSettings,
-    TrainerSettings,
-    WorkerSettings,
     read_password_file,
-    redacted,
     serve_password_file,
 )
-
-console = Console()
-
-
-def print_table(columns: list[str], rows: list[tuple[Any, ...]], title: str | None = None) -> None:
-    """Print query results as a table (shared by every command that shows rows)."""
-    table = Table(title=title, show_lines=False)
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
@@ -117,7 +102,7 @@ def register(app: typer.Typer) -> None:
 
         For real deployments use a ClickHouse server.
         """
-        from workers.store.chdb_server import ChdbHTTPServer, ServeUser, parse_user, serve
+        from workers.store._server import ChdbHTTPServer, ServeUser, parse_user, serve
 
         settings = store_settings()
         if path is None:

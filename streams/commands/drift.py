@@ -6,11 +6,9 @@ import json
 from datetime import timedelta
 
 import typer
-from rich.console import Console
 
 from streams.commands.core import store_settings
-
-console = Console()
+from streams.console import console
 
 
 def register(app: typer.Typer) -> None:
@@ -29,8 +27,7 @@ def register(app: typer.Typer) -> None:
         """The share of prompts unlike the training data, the clusters that grew and shrank
         (named by their keywords), keywords and examples of the new prompts."""
         from schemas.events import utcnow
-        from workers.evaluator import WINDOWS, active_streams
-        from workers.explain import explain_window
+        from workers.drift import WINDOWS, active_streams, explain_window
         from workers.store import open_store
 
         if window not in WINDOWS:

@@ -16,9 +16,9 @@ import typer
 from rich.console import Console
 
 from schemas.events import utcnow
-from streams.commands.core import print_table, store_settings
+from streams.commands.core import store_settings
+from streams.console import console, print_table
 
-console = Console()
 err = Console(stderr=True)
 
 Trigger = Literal["manual", "deploy", "daily", "trainer", "ci"]
@@ -116,9 +116,9 @@ def register(app: typer.Typer) -> None:
         judge_model: str = typer.Option(None, help="(default: $SENTRYML_JUDGE_MODEL)"),
     ) -> None:
         """Run a golden set; exit 1 when the pass rate is under --threshold."""
-        from streams.config import JudgeSettings, WorkerSettings
-        from streams.topics import Topics
-        from workers.alerts import AlertSink
+        from schemas.topics import Topics
+        from streams.config import WorkerSettings
+        from workers.alerts import AlertSink, KafkaAlertPublisher, post_webhook
         from workers.golden import (
             OpenAIChat,
             judge_from_client,
@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
             needs_judge,
             run_golden,
         )
-        from workers.notify import KafkaAlertPublisher, post_webhook
+        from workers.judge import JudgeSettings
         from workers.store import open_store
 
         settings = WorkerSettings()

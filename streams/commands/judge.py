@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from streams.commands.core import console, print_table, store_settings
+from streams.commands.core import store_settings
+from streams.console import console, print_table
 
 
 def register(app: typer.Typer) -> None:
@@ -32,8 +33,7 @@ def register(app: typer.Typer) -> None:
         and that its answers parse.
         """
         from schemas.events import InferenceLog
-        from streams.config import JudgeModelSettings, JudgeSettings
-        from workers.judge import JudgeClient
+        from workers.judge import JudgeClient, JudgeModelSettings, JudgeSettings
 
         base = JudgeSettings()
         overrides: dict[str, object] = {}
@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Rolling judge means per model/adapter/dimension: last window vs the one before."""
         from schemas.events import utcnow
-        from workers.judge_alerts import rolling_judge_means
+        from workers.judge import rolling_judge_means
         from workers.store import open_store
 
         with open_store(store_settings()) as store:
@@ -118,8 +118,7 @@ def register(app: typer.Typer) -> None:
         rate: float = typer.Option(None, help="Rate to test (default: the configured one)"),
     ) -> None:
         """Would these request ids be judged? (Same answer on every worker and replay.)"""
-        from streams.config import JudgeSettings
-        from workers.sampling import should_judge
+        from workers.judge import JudgeSettings, should_judge
 
         settings = JudgeSettings()
         salt = settings.sample_salt.get_secret_value() if settings.sample_salt else ""

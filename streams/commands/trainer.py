@@ -9,20 +9,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 
-from streams.commands.core import print_table
+from streams.console import console, print_table
 
 if TYPE_CHECKING:
     from trainer.config import TrainConfig
 
-console = Console()
 log = logging.getLogger(__name__)
 
 
 def _train_config(config: Path | None, overrides: list[str] | None) -> TrainConfig:
-    from streams.config import TrainerSettings
     from trainer.config import TrainConfig
+    from trainer.settings import TrainerSettings
 
     path = config or TrainerSettings().config_file
     return TrainConfig.load(path, overrides or [])
@@ -52,10 +50,10 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Consume retrain requests and train, evaluate and promote adapters, one at a time."""
-        from streams.config import TrainerSettings
-        from streams.topics import Topics
+        from schemas.topics import Topics
         from trainer.config import TrainConfig
         from trainer.registry import AdapterEventPublisher
+        from trainer.settings import TrainerSettings
         from trainer.worker import JobRunner, TrainerWorker
         from workers.store import open_store
 
@@ -108,9 +106,9 @@ def register(app: typer.Typer) -> None:
         from confluent_kafka import Producer
 
         from schemas.events import utcnow
+        from schemas.topics import Topics
         from streams.config import WorkerSettings
         from streams.exceptions import BrokerUnavailable
-        from streams.topics import Topics
         from workers.retrain_gate import (
             FORCED,
             GatePolicy,
@@ -240,9 +238,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Roll the current adapter back and re-promote the previous one (events emitted)."""
         from schemas.events import AdapterEvent
-        from streams.config import TrainerSettings
-        from streams.topics import Topics
+        from schemas.topics import Topics
         from trainer.registry import AdapterEventPublisher, Registry
+        from trainer.settings import TrainerSettings
         from workers.store import open_store
 
         settings = TrainerSettings()

@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from streams.config import StoreSettings
+from workers.store._settings import (
+    LOOPBACK_HOSTS,
+    StoreSettings,
+    read_password_file,
+    serve_password_file,
+)
 from workers.store.exceptions import (
     InvalidStoreURL,
     QueryFailed,
@@ -32,15 +37,19 @@ from workers.store.exceptions import (
 )
 
 __all__ = [
+    "LOOPBACK_HOSTS",
     "InvalidStoreURL",
     "QueryFailed",
     "QueryResult",
     "Store",
     "StoreError",
     "StoreMisconfigured",
+    "StoreSettings",
     "StoreUnavailable",
     "migrations",
     "open_store",
+    "read_password_file",
+    "serve_password_file",
 ]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -20,7 +20,7 @@ import httpx
 
 from schemas.events import Alert
 from schemas.exceptions import SentryMLError
-from streams.config import KafkaSettings
+from workers.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
 

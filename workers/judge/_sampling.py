@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from schemas.events import Alert, InferenceLog, utcnow
-from streams.config import JudgeSettings, check_judge_rate
 from workers.alerts import alert_id
+from workers.judge._settings import JudgeSettings, check_judge_rate
 from workers.store import Store
 from workers.store.exceptions import StoreError
 

@@ -637,7 +637,7 @@ def to_inference_logs(
     Timestamps start at ``start`` (default: now minus the span) and step by ``spacing``.
     """
     from schemas.events import InferenceLog
-    from workers.textstats import tokenize
+    from workers.stats import tokenize
 
     rng = random.Random(f"logs-{seed}")
     begin = start or datetime.now(UTC) - spacing * len(records)

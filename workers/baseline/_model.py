@@ -9,10 +9,10 @@ sorted into and the reference count of each bin:
   fitting split). Text from another domain lands there wholesale, so a partial shift
   that spreads thinly over the clusters still shows as a jump in one bin,
 - ``output_length``, ``ttr``, ``distinct2`` — quantile bin edges of the training
-  completions' statistics (:mod:`workers.textstats`),
+  completions' statistics (:mod:`workers.stats`),
 - ``novelty`` — how unlike the training data each prompt is: a conformal p-value of its
   similarity to the nearest fitting prompts (a compact float16 memory of them is kept in
-  the baseline), binned at fixed p-value edges (:mod:`workers.novelty`). Its counts give
+  the baseline), binned at fixed p-value edges (:mod:`workers.stats`). Its counts give
   the headline number, the share of traffic unlike the training data,
 - ``refusal`` — two bins: not a refusal, refusal.
 
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workers.exceptions import BaselineError, TrainingDataError
-from workers.novelty import DEFAULT_MEMORY, DEFAULT_NEIGHBOURS, calibrate, knn_typicality
+from workers.stats import DEFAULT_MEMORY, DEFAULT_NEIGHBOURS, calibrate, knn_typicality
 
 if TYPE_CHECKING:
     from workers.embedding import Embedder
@@ -580,10 +580,10 @@ def fit_baseline(
     many fitting-split embeddings at most (a seeded sample of at most half of them, float16:
     ~0.8 KB each for MiniLM) the baseline keeps to score a prompt's similarity to its
     ``neighbours`` nearest training prompts; every other example is scored against the same
-    memory, which calibrates the conformal p-values (:mod:`workers.novelty`). Raises
+    memory, which calibrates the conformal p-values (:mod:`workers.stats`). Raises
     :class:`BaselineError` when the data cannot support ``k`` clusters.
     """
-    from workers.textstats import text_stats
+    from workers.stats import text_stats
 
     if not 2 <= k <= 4096:
         raise ValueError(f"k must be in [2, 4096], got {k}")
@@ -623,7 +623,7 @@ def fit_baseline(
     if novelty_quantile is not None:
         _, fit_sims = nearest_centroids(embeddings[fit_idx], centroids)
         novelty = float(np.quantile(fit_sims, novelty_quantile))
-    from workers.topics import describe_clusters
+    from workers.baseline._clusters import describe_clusters
 
     fit_bins, _ = nearest_centroids(embeddings[fit_idx], centroids)
     clusters = describe_clusters(fit_prompts, embeddings[fit_idx], fit_bins, centroids)
@@ -700,7 +700,7 @@ def fit_baseline(
             "length_unit": "simple_tokens",
             "median_output_length": float(np.median(columns["output_length"])),
             "median_ttr": round(float(np.median(columns["ttr"])), 4),
-            # names for people (workers.topics): keywords and redacted example prompts
+            # names for people (workers.baseline): keywords and redacted example prompts
             "clusters": clusters,
         },
     )

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workers.baseline import FEATURES, Baseline, load_baseline_by_id
-from workers.drift import chi2_homogeneity, jsd, psi
 from workers.exceptions import BaselineError
+from workers.stats import chi2_homogeneity, jsd, psi
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -53,7 +53,7 @@ __all__ = [
     "section_summary",
 ]
 
-#: The drift windows in display order (``workers.evaluator.WINDOWS``).
+#: The drift windows in display order (``workers.drift.WINDOWS``).
 WINDOW_ORDER: tuple[str, ...] = ("1h", "24h", "7d")
 #: The compact README figure.
 HERO = "drift_overview.png"
@@ -1239,9 +1239,8 @@ def _timeline_section(store: Store, scope: _Scope, out: Path, cfg: ReportConfig)
 # alerts
 # --------------------------------------------------------------------------------------
 def _changes_section(store: Store, scope: _Scope) -> Section:
-    """What changed in the newest 24 h, per adapter (``workers.explain``)."""
-    from workers.evaluator import active_streams
-    from workers.explain import explain_window
+    """What changed in the newest 24 h, per adapter (``workers.drift``)."""
+    from workers.drift import active_streams, explain_window
 
     title = "What changed: newest 24 h"
     parts: list[str] = []

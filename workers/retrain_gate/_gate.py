@@ -42,10 +42,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from schemas.events import RetrainRequest
+from workers.adapters import live_adapter_version
 
 if TYPE_CHECKING:
-    from streams.config import JudgeSettings, RetrainGateSettings
-    from workers.store import Store
+    from workers.judge import JudgeSettings
+    from workers.retrain_gate._settings import RetrainGateSettings
+from workers.store import Store
 
 __all__ = [
     "FIRED",
@@ -331,13 +333,10 @@ def models_to_check(store: Store, settings: RetrainGateSettings, now: datetime) 
 def serving_adapter(store: Store, base_model: str, now: datetime) -> str:
     """The adapter the monitors currently see for ``base_model`` (newest drift row), else
     the registry's promoted one, else ``"none"``."""
-    from trainer.registry import current_adapter
-
     seen = store.query(_SERVING_SQL, {"m": base_model, "now": now}).scalar()
     if seen:
         return str(seen)
-    current = current_adapter(store, base_model)
-    return current.version if current else "none"
+    return live_adapter_version(store, base_model) or "none"
 
 
 def drift_signals(
@@ -368,10 +367,10 @@ def judge_signals(
 
     The alerts table keeps one row per *notified* condition (repeats are suppressed for the
     renotify period), so it cannot say whether a judge drop held all along. The gate
-    re-applies the judge's own rule (:func:`workers.judge_alerts.judge_drop_alerts`) at the
+    re-applies the judge's own rule (:func:`workers.judge.judge_drop_alerts`) at the
     given instants instead, on the scores stored then.
     """
-    from workers.judge_alerts import judge_drop_alerts, rolling_judge_means
+    from workers.judge import judge_drop_alerts, rolling_judge_means
 
     alerting_at: list[set[str]] = []
     dimensions: set[str] = set()

@@ -54,8 +54,8 @@ from pydantic import (
 
 from schemas.events import Alert, ChatMessage, GoldenRun, GoldenTrigger, utcnow
 from schemas.exceptions import SentryMLError
+from workers.stats import is_refusal, tokenize
 from workers.store import Store
-from workers.textstats import is_refusal, tokenize
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def key_of(alert: Alert) -> IncidentKey:
 
 
 def kind_of(feature: str) -> str:
-    """The alert kind of a drift feature (as :func:`workers.evaluator.drift_alert` sets it)."""
+    """The alert kind of a drift feature (as :func:`workers.drift.drift_alert` sets it)."""
     return "embedding_drift" if feature in ("embedding", "novelty") else "output_drift"
 
 

@@ -21,16 +21,16 @@ import numpy as np
 from schemas.events import Alert, DriftStat
 from workers.alerts import alert_id
 from workers.baseline import Baseline, load_baseline_by_id
-from workers.drift import (
+from workers.drift._decide import (
     DriftResult,
     DriftStatus,
     DriftThresholds,
     decide,
     decide_share,
     evaluate,
-    holm,
 )
-from workers.explain import Explanation, explain_window
+from workers.drift._explain import Explanation, explain_window
+from workers.stats import holm
 from workers.store import Store
 
 WINDOWS: dict[str, timedelta] = {

@@ -35,12 +35,12 @@ from typing import Any
 from schemas.events import InferenceLog, decode_event, utcnow
 from schemas.exceptions import InvalidEvent
 from workers.baseline import Baseline, load_baseline
+from workers.dlq import RawRecord, Rejected
 from workers.embedding import Embedder, load_embedder, sample_for_embedding
-from workers.records import RawRecord, Rejected
 from workers.redact import Redactor
+from workers.stats import text_stats
 from workers.store import Store
 from workers.store.exceptions import QueryFailed, StoreError, StoreUnavailable
-from workers.textstats import text_stats
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ For one (model, adapter, baseline) and one window:
 
 - **the share of traffic unlike the training data**, with its interval (``novelty``),
 - **the bins that grew and shrank most**, named (clusters by their fit-time keywords,
-  ``workers.topics``; numeric bins by their range),
+  ``workers.baseline``; numeric bins by their range),
 - **keywords of the new prompts**: class-based TF-IDF of the window's novel prompts
   (conformal p <= 0.05) against its typical ones (p > 0.5), so the words say what is
   different about the new traffic, not what all traffic is about,
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workers.topics import keywords, shorten
+from workers.baseline import keywords, shorten
 
 if TYPE_CHECKING:
     from workers.baseline import Baseline, FeatureBaseline
@@ -173,7 +173,7 @@ def explain(
     ``samples`` is ``{"embedding" | "novelty": {bin: [prompts]}}`` (bottom-k by hash of
     request_id); the bin changes are listed for ``features`` that the baseline has.
     """
-    from workers.novelty import off_distribution_share
+    from workers.stats import off_distribution_share
 
     grew: list[BinChange] = []
     shrank: list[BinChange] = []
@@ -260,7 +260,7 @@ def explain_window(
     counts: Mapping[str, Mapping[int, int]] | None = None,
 ) -> Explanation:
     """:func:`explain` for one window ending at ``end`` (counts read unless given)."""
-    from workers.evaluator import WINDOWS, window_counts
+    from workers.drift._evaluate import WINDOWS, window_counts
 
     base_model, adapter_version, baseline = stream
     start = end - WINDOWS[window]

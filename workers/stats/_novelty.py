@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as _stats
 
-from workers.drift import monte_carlo_p_value
+from workers.stats._divergence import monte_carlo_p_value
 
 #: Upper edges of the p-value bins. The first bins are narrow so that the rare, strongly
 #: novel prompts are counted on their own; the last is everything at least as typical as

@@ -41,9 +41,9 @@ from pydantic import ValidationError
 
 from schemas.events import InferenceLog, JudgeScore, decode_event, utcnow
 from schemas.exceptions import InvalidEvent
-from streams.config import JudgeSettings
+from workers.dlq import RawRecord, Rejected
 from workers.exceptions import JudgeError, JudgeRejected, JudgeUnavailable
-from workers.judge_prompts import (
+from workers.judge._prompts import (
     RUBRICS,
     RefusalVerdict,
     Rubric,
@@ -53,7 +53,7 @@ from workers.judge_prompts import (
     detect_injection,
     new_boundary,
 )
-from workers.records import RawRecord, Rejected
+from workers.judge._settings import JudgeSettings
 
 log = logging.getLogger(__name__)
 

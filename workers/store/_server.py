@@ -23,7 +23,7 @@ What it speaks (ClickHouse's HTTP interface, the parts clients use):
   with an ``Origin`` header (a web page) are refused unless that origin is allowed.
 - What reaches the host or the network (``file()``, ``url()``, ``INTO OUTFILE``, the
   ``default`` database's file overlay, ...) is refused for every user:
-  :mod:`workers.store.sql_guard` has the allow and deny lists.
+  :mod:`workers.store` has the allow and deny lists.
 - Responses carry ``X-ClickHouse-Query-Id``, ``-Format``, ``-Timezone``, ``-Summary``;
   errors use ClickHouse's text (``Code: N. DB::Exception: ... (NAME)``), its
   ``X-ClickHouse-Exception-Code`` header and HTTP status, so clients raise their usual
@@ -70,9 +70,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import chdb.session
 
+from workers.store._sql_guard import ast_lines, extra_statement, refusal, skip_quoted
 from workers.store.chdb_backend import chdb_folder, open_error
 from workers.store.exceptions import StoreUnavailable
-from workers.store.sql_guard import ast_lines, extra_statement, refusal, skip_quoted
 
 log = logging.getLogger(__name__)
 
@@ -603,7 +603,7 @@ class ChdbEngine:
         return conn
 
     def _guard(self, conn: _Conn, statement: _Statement, bound: dict[str, str]) -> None:
-        """Refuse what reaches the host or the network (:mod:`workers.store.sql_guard`)."""
+        """Refuse what reaches the host or the network (:mod:`workers.store`)."""
         sql = statement.sql
         if statement.insert_format is not None:
             sql = f"{sql} FORMAT {statement.insert_format}"
