@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
@@ -285,6 +285,9 @@ class GoldenRun(_TimestampedEvent):
 
 
 DriftWindow = Literal["1h", "24h", "7d"]
+#: Every drift window, shortest first (the evaluator, the report, incidents and the gate).
+DRIFT_WINDOWS: tuple[DriftWindow, ...] = get_args(DriftWindow)
+DriftStatus = Literal["ok", "warn", "alert", "insufficient"]
 
 
 class WindowCount(Event):
@@ -321,7 +324,7 @@ class DriftStat(_TimestampedEvent):
     baseline_size: int = Field(..., ge=0)
     psi_warn: float
     psi_alert: float
-    status: Literal["ok", "warn", "alert", "insufficient"]
+    status: DriftStatus
     p_adjusted: float | None = Field(
         None, ge=0, le=1, description="p_value Holm-adjusted over the whole evaluation."
     )

@@ -1,7 +1,30 @@
 """Errors shared by every SentryML package.
 
 All SentryML errors derive from :class:`SentryMLError`, so an operator's wrapper can catch
-one type. Each package adds its own leaves in its own ``exceptions.py``.
+one type. Each package adds its own leaves beside its code; the whole tree::
+
+    SentryMLError
+    ├── InvalidEvent (ValueError)                 schemas: bad JSON, schema, size, timestamp
+    ├── WorkerError                               workers/exceptions.py
+    │   ├── JudgeError → JudgeUnavailable, JudgeRejected
+    │   ├── EmbedderUnavailable
+    │   ├── TrainingDataError (ValueError)
+    │   ├── BaselineError (ValueError)
+    │   └── RetriesExhausted                      workers/retry.py
+    ├── StoreError                                workers/store/exceptions.py
+    │   ├── StoreUnavailable, QueryFailed → StoreMisconfigured
+    │   ├── InvalidStoreURL (ValueError)
+    │   └── ClickHouseError                       the store endpoint's answers
+    ├── GoldenError → InvalidGoldenSet (ValueError), ModelUnavailable   workers/golden
+    ├── NotifyError                               workers/alerts: a webhook or topic refused
+    ├── TrainerError                              trainer/exceptions.py
+    │   ├── DemoModelUnavailable, InvalidTrainConfig (ValueError), DatasetTooSmall
+    │   └── QuantizationUnavailable, AdapterNotFound
+    ├── StreamsError → BrokerUnavailable, Fenced  streams/exceptions.py
+    └── DemoFailed                                streams/demo.py
+
+``tests/test_layers.py`` checks that every exception class defined in the project is in
+this tree (derives from :class:`SentryMLError`).
 """
 
 from __future__ import annotations

@@ -114,3 +114,26 @@ def test_no_module_is_over_600_lines(layer: str) -> None:
         if (n := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def test_every_error_class_derives_from_the_one_root() -> None:
+    """An ``...Error``/``Exception`` subclass defined in the project derives from SentryMLError."""
+    import importlib
+    import inspect
+
+    from schemas.exceptions import SentryMLError
+
+    outside = []
+    for module, path in modules():
+        if "Exception" not in path.read_text() and "Error" not in path.read_text():
+            continue
+        loaded = importlib.import_module(module)
+        for name, obj in vars(loaded).items():
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, BaseException)
+                and obj.__module__ == module
+                and not issubclass(obj, SentryMLError)
+            ):
+                outside.append(f"{module}.{name}")
+    assert outside == []

@@ -28,14 +28,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
-from schemas.events import DEFAULT_MIN_EXAMPLES
+from schemas.events import DEFAULT_MIN_EXAMPLES, RetrainMethod
 from trainer.exceptions import InvalidTrainConfig
 
 if TYPE_CHECKING:
     from peft import LoraConfig
 
-Method = Literal["lora", "qlora", "dpo"]
-Goal = Literal["style", "vocabulary", "task", "instruction"]
 HeldoutCheck = Literal["exact", "contains", "token_f1"]
 
 
@@ -55,7 +53,7 @@ class TrainConfig:
         default="auto", metadata={"help": "Where to train: auto = CUDA when available, else CPU."}
     )
     # --- method ------------------------------------------------------------------------
-    method: Method = field(
+    method: RetrainMethod = field(
         default="lora",
         metadata={
             "help": "lora (16/32-bit base), qlora (NF4 4-bit base, 16-bit adapters) or dpo (LoRA "

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
-from schemas.exceptions import SentryMLError
+from workers.exceptions import WorkerError
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class Retry:
     retry_after: float | None = None
 
 
-class RetriesExhausted(SentryMLError):
+class RetriesExhausted(WorkerError):
     """Every attempt failed with a transient error; ``last`` says how the last one did.
 
     Callers translate it into their own error (``JudgeUnavailable``, ``NotifyError``, a

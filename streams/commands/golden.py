@@ -10,18 +10,16 @@ from __future__ import annotations
 import asyncio
 import functools
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import typer
 from rich.console import Console
 
-from schemas.events import utcnow
+from schemas.events import GoldenTrigger, utcnow
 from streams.commands.core import store_settings
 from streams.console import console, print_table
 
 err = Console(stderr=True)
-
-Trigger = Literal["manual", "deploy", "daily", "trainer", "ci"]
 
 
 def _report(result: Any, *, diffs: int, paging: bool) -> None:
@@ -100,7 +98,7 @@ def register(app: typer.Typer) -> None:
         adapter: str = typer.Option("none", "--adapter", help="Adapter version being tested"),
         threshold: float = typer.Option(0.95, min=0.0, max=1.0, help="Lowest passing pass rate"),
         concurrency: int = typer.Option(4, min=1, max=256, help="Requests in flight"),
-        trigger: Trigger = typer.Option("manual", help="Why this run happened (stored)"),
+        trigger: GoldenTrigger = typer.Option("manual", help="Why this run happened (stored)"),
         max_tokens: int = typer.Option(256, min=1, help="Generation cap per case"),
         timeout: float = typer.Option(60.0, min=0.1, help="Seconds per request"),
         webhook: str = typer.Option(

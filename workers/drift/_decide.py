@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from schemas.events import DriftStatus
 
 if TYPE_CHECKING:
     from workers.baseline import FeatureBaseline
 from workers.stats import DEFAULT_EPS, chi2_homogeneity, homogeneity_p_value, jsd, psi
-
-DriftStatus = Literal["ok", "warn", "alert", "insufficient"]
 
 
 @dataclass(frozen=True)

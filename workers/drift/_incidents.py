@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from schemas.events import Alert, DriftStat
+from schemas.events import DRIFT_WINDOWS, Alert, DriftStat
 from workers.alerts import alert_id
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def step(
     *,
     renotify: timedelta,
     resolve_after: int = DEFAULT_RESOLVE_AFTER,
-    windows: Sequence[str] = ("1h", "24h", "7d"),
+    windows: Sequence[str] = DRIFT_WINDOWS,
 ) -> tuple[dict[IncidentKey, Incident], list[Incident], list[Alert]]:
     """One evaluation: ``(open incidents after it, incidents that changed, notifications)``.
 
@@ -251,7 +251,7 @@ def plan_incidents(
     *,
     renotify: timedelta,
     resolve_after: int = DEFAULT_RESOLVE_AFTER,
-    alert_windows: Sequence[str] = ("1h", "24h", "7d"),
+    alert_windows: Sequence[str] = DRIFT_WINDOWS,
 ) -> tuple[list[Incident], list[Alert]]:
     """One evaluation against the stored incident state: ``(changed incidents, notices)``.
 

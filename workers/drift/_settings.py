@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, model_validator
 
+from schemas.events import DRIFT_WINDOWS, DriftWindow
 from workers.settings import Section
 
 
@@ -51,8 +52,8 @@ class DriftSettings(Section):
     resolve_after: int = Field(
         3, ge=1, le=10_000, description="Healthy evaluations in a row that resolve an incident"
     )
-    windows: tuple[Literal["1h", "24h", "7d"], ...] = ("1h", "24h", "7d")
-    alert_windows: tuple[Literal["1h", "24h", "7d"], ...] = ("1h", "24h", "7d")
+    windows: tuple[DriftWindow, ...] = DRIFT_WINDOWS
+    alert_windows: tuple[DriftWindow, ...] = DRIFT_WINDOWS
 
     @model_validator(mode="after")
     def _consistent(self) -> DriftSettings:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, model_validator
 
 from schemas.events import (
     DEFAULT_MIN_EXAMPLES,
+    DriftWindow,
     RetrainMethod,
     TaskGoal,
 )
@@ -38,7 +37,7 @@ class RetrainGateSettings(Section):
     )
     # Not 7d by default: a window keeps alerting for up to its length after a burst ended, so
     # a window longer than persist_s can look "persistent" after a ten-minute burst.
-    drift_windows: tuple[Literal["1h", "24h", "7d"], ...] = Field(
+    drift_windows: tuple[DriftWindow, ...] = Field(
         ("1h", "24h"), description="drift_stats windows whose alerts count"
     )
     judge_interval_s: float | None = Field(

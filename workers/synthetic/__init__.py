@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from workers.synthetic._domains import DOMAINS
 from workers.synthetic._generate import (
     DEGRADATIONS,
-    DOMAINS,
     degraded_records,
     domain_prompts,
     domain_records,
