@@ -32,6 +32,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from workers.retry import poll_until
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -182,14 +184,7 @@ def wait_until(
     condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
 ) -> Any:
     """Poll ``condition`` until truthy; raise ``TimeoutError`` naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"benchmark timed out after {timeout:.0f}s waiting for {what} ({last!r})")
+    return poll_until(condition, timeout=timeout, interval=interval, what=f"benchmark: {what}")
 
 
 def log(message: str) -> None:

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from schemas.events import Feedback, InferenceLog
 from schemas.exceptions import SentryMLError
 from streams.console import console
+from workers.retry import poll_until
 
 if TYPE_CHECKING:
     from streams.config import ProducerSettings
@@ -184,14 +185,13 @@ def services(out_dir: Path) -> Iterator[Services]:
 
 
 def wait_until(what: str, condition: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
     with console.status(f"waiting: {what}"):
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            time.sleep(every)
-    raise DemoFailed(f"timed out after {timeout:.0f}s waiting for: {what} (see the demo's logs)")
+        try:
+            return poll_until(condition, timeout=timeout, interval=every, what=what)
+        except TimeoutError:
+            raise DemoFailed(
+                f"timed out after {timeout:.0f}s waiting for: {what} (see the demo's logs)"
+            ) from None
 
 
 def _stage(n: int, text: str) -> None:

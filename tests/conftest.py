@@ -12,7 +12,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from workers.kafka import KafkaSettings
+from workers.retry import poll_until
 from workers.store import StoreSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,14 +135,10 @@ def wait_for(
     condition: Callable[[], object], timeout: float = 60.0, interval: float = 0.2, what: str = ""
 ) -> object:
     """Poll ``condition`` until it returns a truthy value; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}: {last!r}")
+    try:
+        return poll_until(condition, timeout=timeout, interval=interval, what=what)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 @pytest.fixture(scope="session")

@@ -231,3 +231,17 @@ def retry_sync(
             continue
         attempts.succeeded()
         return result
+
+
+def poll_until(condition: Callable[[], T], *, timeout: float, interval: float, what: str = "") -> T:
+    """Call ``condition`` every ``interval`` seconds until it returns something truthy and
+    return that; raise ``TimeoutError`` naming ``what`` (and the last value) at the deadline.
+    The tests', the demo's and the benchmarks' waits are this one loop."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or condition}: {last!r}")
