@@ -105,7 +105,7 @@ def drift_sections(
             "last evaluated",
             "PSI",
             "JSD",
-            "p-value",
+            "p (adjusted)",
             "n (window)",
             "n (baseline)",
             "status",
@@ -119,7 +119,7 @@ def drift_sections(
                 fmt_ts(r["last"]),
                 fmt_num(r["psi"]),
                 fmt_num(r["jsd"]),
-                f"{float(r['p_value']):.2g}",
+                f"{float(r['p_adjusted']):.2g}",
                 fmt_n(r["sample_size"]),
                 fmt_n(r["baseline_size"]),
                 f'<span class="status-{esc(r["status"])}">{esc(r["status"])}</span>',
@@ -132,8 +132,10 @@ def drift_sections(
         f"<p>{fmt_n(n_rows)} drift evaluations from {fmt_ts(first)} to {fmt_ts(last)} UTC, drawn per "
         f"{fmt_duration(step)} step (the largest value in each step). Dashed lines: PSI warn "
         f"{drift.warn:g} and alert {drift.alert:g}; triangles: drift alerts at their PSI. A "
-        "window alerts only when its PSI passes the threshold <em>and</em> the chi-square "
-        "test rejects, so every legend entry gives the window's newest sample size n; "
+        "window alerts only when its PSI passes the threshold <em>and</em> the homogeneity "
+        "test (exact where counts are small) rejects at its p-value Holm-adjusted over every "
+        "test of the evaluation (the table's p), so every legend entry gives the window's "
+        "newest sample size n; "
         "evaluations on too few events (status <code>insufficient</code>) are gaps.</p>"
         + img_tag("drift.png", "PSI and JSD over time per feature")
         + "<h3>Newest evaluation per feature, window and adapter</h3>"

@@ -67,7 +67,7 @@ ORDER BY feature, window, adapter_version, t
 
 DRIFT_LATEST_SQL = f"""
 SELECT feature, window, adapter_version, max(ts) AS last, argMax(psi, ts) AS psi,
-       argMax(jsd, ts) AS jsd, argMax(p_value, ts) AS p_value,
+       argMax(jsd, ts) AS jsd, argMax(ifNull(p_adjusted, p_value), ts) AS p_adjusted,
        argMax(sample_size, ts) AS sample_size, argMax(baseline_size, ts) AS baseline_size,
        argMax(status, ts) AS status, count() AS evaluations
 FROM drift_stats
