@@ -29,11 +29,12 @@ from workers.report._alerts_section import alerts_section
 from workers.report._changes_section import changes_section
 from workers.report._config import FIGURES, Report, ReportConfig, Section
 from workers.report._drift_section import drift_sections
+from workers.report._evaluation import Evaluator
 from workers.report._golden_section import golden_section
 from workers.report._html import fmt_n, render_page
 from workers.report._judge_section import judge_section
 from workers.report._queries import MODELS_SQL, TRAFFIC_SQL, Scope
-from workers.report._shares_section import shares_section
+from workers.report._shares_section import SHARES_WINDOW, shares_section
 from workers.report._timeline_section import timeline_section
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ def build_report(
     scope = Scope(base_model or "", cfg.adapter, start, end)
     if base_model is not None:
         traffic = int(store.query(scope.sql(TRAFFIC_SQL), scope.params()).scalar() or 0)
+    evaluator = Evaluator(store, scope, cfg.drift, SHARES_WINDOW)
     builders: list[Callable[[], Section | tuple[Section, ...]]] = [
         lambda: drift_sections(store, scope, out, cfg),
         lambda: shares_section(
@@ -83,6 +85,7 @@ def build_report(
             scope,
             out,
             cfg,
+            evaluator,
             key="clusters",
             feature="embedding",
             title="Prompt clusters: newest 24 h vs baseline",
@@ -95,6 +98,7 @@ def build_report(
             scope,
             out,
             cfg,
+            evaluator,
             key="output_length",
             feature="output_length",
             title="Output length: newest 24 h vs baseline",

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from workers.drift import DriftSettings
 
 #: The drift windows in display order (``workers.drift.WINDOWS``).
 WINDOW_ORDER: tuple[str, ...] = ("1h", "24h", "7d")
@@ -34,7 +36,8 @@ class ReportConfig:
     ``base_model`` None picks the model with the most recent activity (the page names the
     others). ``adapter`` None covers every adapter of the model; golden runs and the
     retrain timeline always show every adapter version, since comparing versions is
-    their point.
+    their point. ``drift`` holds the drift monitor's thresholds and windows: the share
+    sections' statuses are its decisions on their counts (pass the monitor's settings).
     """
 
     base_model: str | None = None
@@ -44,6 +47,7 @@ class ReportConfig:
     max_points: int = 240
     alerts_limit: int = 50
     dpi: int = 110
+    drift: DriftSettings = field(default_factory=DriftSettings, hash=False)
 
     def __post_init__(self) -> None:
         if self.since <= timedelta(0):

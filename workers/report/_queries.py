@@ -92,11 +92,13 @@ GROUP BY baseline_id ORDER BY last DESC, n DESC LIMIT 1
 """
 
 
-BIN_COUNTS_SQL = f"""
-SELECT bin, sum(count) AS n FROM window_counts
-WHERE base_model = {{m:String}} AND feature = {{f:String}} AND baseline_id = {{b:String}}
+# One window of the drift evaluation (``workers.report._evaluation``): every feature's
+# counts per bin in the minute buckets after ``from`` up to the newest one.
+EVALUATION_COUNTS_SQL = f"""
+SELECT feature, bin, sum(count) AS n FROM window_counts
+WHERE base_model = {{m:String}} AND baseline_id = {{b:String}}
   AND bucket > {{from:DateTime64(3, 'UTC')}} AND bucket <= {{last:DateTime64(3, 'UTC')}}{_ADAPTER}
-GROUP BY bin ORDER BY bin
+GROUP BY feature, bin ORDER BY feature, bin
 """
 
 

@@ -4,7 +4,6 @@ counts against the baseline's reference split (``cluster_shares.png``,
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,16 +12,16 @@ import numpy as np
 from workers.baseline import Baseline, load_baseline_by_id
 from workers.exceptions import BaselineError
 from workers.report._config import ReportConfig, Section
-from workers.report._html import esc, fmt_n, fmt_ts, html_table, img_tag, no_data
+from workers.report._evaluation import Evaluation, Evaluator
+from workers.report._html import esc, fmt_n, fmt_num, fmt_ts, html_table, img_tag, no_data
 from workers.report._plots import new_figure, save_png
-from workers.report._queries import BASELINE_SQL, BIN_COUNTS_SQL, NEWEST_COUNTS_SQL, Scope
-from workers.stats import chi2_homogeneity, jsd, psi
+from workers.report._queries import BASELINE_SQL, NEWEST_COUNTS_SQL, Scope
 
 if TYPE_CHECKING:
     from workers.store import Store
 
 #: The comparison window of the share plots: the 24 h up to the newest counts.
-SHARES_WINDOW = timedelta(hours=24)
+SHARES_WINDOW = "24h"
 
 
 def _bin_labels(feature: str, baseline: Baseline) -> list[str]:
@@ -45,6 +44,7 @@ def shares_section(
     scope: Scope,
     out: Path,
     cfg: ReportConfig,
+    evaluator: Evaluator,
     *,
     key: str,
     feature: str,
@@ -52,8 +52,8 @@ def shares_section(
     image: str,
     xlabel: str,
 ) -> Section:
-    newest_sql, bins_sql = scope.sql(NEWEST_COUNTS_SQL), scope.sql(BIN_COUNTS_SQL)
-    queries = (newest_sql, bins_sql, BASELINE_SQL)
+    newest_sql = scope.sql(NEWEST_COUNTS_SQL)
+    queries = (newest_sql, evaluator.sql, BASELINE_SQL)
     newest = store.query(newest_sql, scope.params(f=feature)).rows
     if not newest:
         return Section(
@@ -63,11 +63,6 @@ def shares_section(
             queries=queries,
         )
     baseline_id, last, _ = newest[0]
-    # ``bucket > window_from``: exactly the 24 h of minute buckets up to the newest one
-    window_from = max(last - SHARES_WINDOW, scope.start - timedelta(seconds=1))
-    counts_rows = store.query(
-        bins_sql, scope.params(f=feature, b=baseline_id, **{"from": window_from, "last": last})
-    ).rows
     try:
         baseline = load_baseline_by_id(store, str(baseline_id))
     except BaselineError as exc:
@@ -82,22 +77,16 @@ def shares_section(
             ),
             queries=queries,
         )
+    evaluation = evaluator.at(baseline, last)
+    shown = evaluation.results[(SHARES_WINDOW, feature)]
     fb = baseline.features[feature]
-    observed = np.zeros(fb.bins, dtype=np.int64)
-    outside = 0
-    for b, n in counts_rows:
-        if 0 <= int(b) < fb.bins:
-            observed[int(b)] = int(n)
-        else:
-            outside += int(n)
+    observed, outside, window_from = shown.observed, shown.outside, shown.start
     n_now = int(observed.sum())
     if n_now == 0:
         return Section(key, title, no_data(f"no counts for '{feature}' in the newest 24 h"))
     now_shares = observed / n_now
     base_shares = np.asarray(fb.shares, dtype=np.float64)
-    psi_value = psi(observed, np.asarray(fb.counts))
-    jsd_value = jsd(observed, np.asarray(fb.counts))
-    _, p_value = chi2_homogeneity(observed, np.asarray(fb.counts))
+    result = shown.result
     labels = _bin_labels(feature, baseline)
 
     fig = new_figure(max(6.0, 0.55 * fb.bins + 2.5), 3.8)
@@ -115,8 +104,8 @@ def shares_section(
     ax.set_ylabel("share of events")
     ax.set_xlabel(xlabel)
     ax.set_title(
-        f"{feature}: PSI {psi_value:.3f}, JSD {jsd_value:.3f}, p={p_value:.2g} "
-        f"(n={fmt_n(n_now)} vs baseline n={fmt_n(fb.n)})",
+        f"{feature}: PSI {result.psi:.3f}, JSD {result.jsd:.3f}, p={shown.p_adjusted:.2g} "
+        f"(adjusted), {shown.status} (n={fmt_n(n_now)} vs baseline n={fmt_n(fb.n)})",
         fontsize=10,
     )
     ax.legend(fontsize=8)
@@ -148,7 +137,43 @@ def shares_section(
         f"<p>Counts of {adapters} from {fmt_ts(window_from)} to {fmt_ts(last)} UTC (the 24 h up to "
         f"the newest counts; n = {fmt_n(n_now)} events) against the held-out reference split of "
         f"baseline <code>{esc(baseline_id)}</code> ({esc(baseline.embedder)}, "
-        f"n = {fmt_n(fb.n)}). PSI {psi_value:.3f}, JSD {jsd_value:.3f}, chi-square "
-        f"p = {p_value:.2g}.{note}</p>" + img_tag(image, title) + table
+        f"n = {fmt_n(fb.n)}). PSI {result.psi:.3f}, JSD {result.jsd:.3f}, "
+        f"p = {shown.p_adjusted:.2g} (Holm-adjusted), status {_status(shown.status)}.{note}</p>"
+        + img_tag(image, title)
+        + table
+        + _evaluation_table(evaluation, feature)
     )
     return Section(key, title, body, (image,), n_now, queries)
+
+
+def _status(status: str) -> str:
+    return f'<span class="status-{esc(status)}">{esc(status)}</span>'
+
+
+def _evaluation_table(evaluation: Evaluation, feature: str) -> str:
+    """``feature`` on every window of the evaluation, as the drift monitor decides it."""
+    rows = [
+        (
+            esc(w.window),
+            fmt_ts(w.start),
+            fmt_n(w.result.sample_size),
+            fmt_num(w.result.psi),
+            fmt_num(w.result.jsd),
+            f"{w.result.p_value:.2g}",
+            f"{w.p_adjusted:.2g}",
+            _status(w.status),
+        )
+        for w in evaluation.feature(feature)
+    ]
+    return (
+        f"<h3>The drift monitor's evaluation at the newest counts</h3><p>{esc(feature)} on "
+        f"every window ending at {fmt_ts(evaluation.last)} UTC, by the monitor's own "
+        "functions and thresholds: the homogeneity test is exact where counts are small, and "
+        f"each p-value is Holm-adjusted over the {evaluation.tests} tests of every feature and "
+        "window before the status is decided.</p>"
+        + html_table(
+            ["window", "after", "n", "PSI", "JSD", "p-value", "p (adjusted)", "status"],
+            rows,
+            cls="evaluation",
+        )
+    )
