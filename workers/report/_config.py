@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from workers.drift import DriftSettings
+from workers.drift import WINDOWS, DriftSettings
 
-#: The drift windows in display order (``workers.drift.WINDOWS``).
-WINDOW_ORDER: tuple[str, ...] = ("1h", "24h", "7d")
+#: The drift windows in display order.
+WINDOW_ORDER: tuple[str, ...] = tuple(WINDOWS)
 #: The compact README figure.
 HERO = "drift_overview.png"
 #: Every PNG the report may write; stale ones from an earlier run are removed.
