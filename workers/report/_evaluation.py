@@ -107,17 +107,11 @@ class Evaluator:
                 result = evaluate(observed, fb, self._thresholds)
                 tests.append((window, feature, start, observed, outside, result))
         decided = decide_evaluation([t[-1] for t in tests], self._thresholds)
-        return Evaluation(
-            baseline=baseline,
-            last=last,
-            windows=self.windows,
-            results={
-                (window, feature): WindowEvaluation(
-                    window, feature, start, observed, outside, result, status, p_adjusted
-                )
-                for (window, feature, start, observed, outside, result), (
-                    status,
-                    p_adjusted,
-                ) in zip(tests, decided, strict=True)
-            },
-        )
+        results = {}
+        for (window, feature, start, observed, outside, result), (status, p) in zip(
+            tests, decided, strict=True
+        ):
+            results[(window, feature)] = WindowEvaluation(
+                window, feature, start, observed, outside, result, status, p
+            )
+        return Evaluation(baseline=baseline, last=last, windows=self.windows, results=results)
