@@ -33,10 +33,11 @@ import pytest
 from schemas.events import Alert, GoldenRun, JudgeScore
 from tests.conftest import REPO
 from workers.baseline import fit_baseline, save_baseline
-from workers.drift import DriftThresholds, evaluate_drift
+from workers.drift import DriftSettings, DriftThresholds, decide, evaluate_drift, window_counts
 from workers.ingest import IngestProcessor, RawRecord
 from workers.report import FIGURES, HERO, ReportConfig, build_report
 from workers.retrain_gate import record_job_event
+from workers.stats import chi2_homogeneity, psi
 from workers.store import Store, StoreSettings, open_store
 from workers.synthetic import degraded_records, domain_records, support_records, to_inference_logs
 
@@ -430,6 +431,74 @@ def test_report_renders_every_section_with_sample_sizes_in_chromium(
     # matplotlib's first line colour (tab:blue) is in the figures only, not in the page CSS
     blue = np.all(np.abs(pixels - np.array([31, 119, 180])) <= 10, axis=2)
     assert blue.sum() > 500, "the overview figure did not render in the screenshot"
+
+
+def _evaluation_rows(section: str) -> dict[str, tuple[str, str, str, str]]:
+    """``{window: (n, PSI, p adjusted, status)}`` from a share section's evaluation table."""
+    table = re.search(r'<table class="evaluation">.*?<tbody>(.*?)</tbody>', section, re.S)
+    assert table, "no evaluation table in the section"
+    out = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S):
+        window, _, n, psi_text, _, _, p_adjusted, status = re.findall(r"<td>(.*?)</td>", row)
+        out[window] = (n, psi_text, p_adjusted, re.sub(r"<[^>]+>", "", status))
+    return out
+
+
+def test_report_status_is_the_drift_monitors_decision(store: Store, tmp_path: Path) -> None:
+    """On a small window the report says what the drift monitor decided, not what one
+    chi-square test says: the output-length shift has PSI 0.40 and chi-square p = 0.005,
+    an alert for a single test at alpha 0.01, but Holm over the evaluation's 18 tests
+    (and the exact test on bins expected to hold under 5 events) leave it ``ok``."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    embedder = HashingEmbedder()
+    baseline = fit_baseline(
+        support_records(600, seed=1), embedder, base_model=MODEL, k=4, progress=False,
+        now=now - timedelta(hours=7),
+    )  # fmt: skip
+    save_baseline(store, baseline)
+    records = support_records(60, seed=2) + degraded_records("rambling", 20, seed=4)
+    random.Random(0).shuffle(records)
+    logs = to_inference_logs(
+        records, base_model=MODEL, seed=10, start=now - timedelta(minutes=20),
+        spacing=timedelta(seconds=13),
+    )  # fmt: skip
+    processor = IngestProcessor(
+        store, consumer_group="report-test", worker_id="w0", embedder_factory=lambda _: embedder
+    )
+    _ingest(store, processor, logs, 0)
+    settings = DriftSettings()
+    stats, _ = evaluate_drift(store, now, settings.thresholds_for, windows=settings.windows)
+    decided = {(s.feature, s.window): s for s in stats}
+
+    # The data is a case where the one-test verdict and the monitor's differ.
+    fb = baseline.features["output_length"]
+    counts = window_counts(
+        store, (MODEL, "none", baseline), now - timedelta(days=1), now + timedelta(minutes=1)
+    )["output_length"]
+    observed = [counts.get(b, 0) for b in range(fb.bins)]
+    one_test = decide(
+        psi(observed, fb.counts), chi2_homogeneity(observed, fb.counts)[1], len(logs), fb.n,
+        settings.thresholds_for(MODEL),
+    )  # fmt: skip
+    assert (one_test, decided[("output_length", "24h")].status) == ("alert", "ok")
+
+    report = build_report(store, tmp_path / "report", ReportConfig(drift=settings), now=now)
+    page = report.index.read_text()
+    for key, feature in (("output_length", "output_length"), ("clusters", "embedding")):
+        section = _section_html(page, key)
+        stat = decided[(feature, "24h")]
+        shown_p = re.search(r"\bp = ([0-9.e+-]+)", section)
+        assert shown_p, f"{key}: no p-value"
+        assert shown_p.group(1).rstrip(".") == f"{stat.p_adjusted:.2g}", (key, stat)
+        shown_status = re.search(r'status <span class="status-(\w+)">', section)
+        assert shown_status and shown_status.group(1) == stat.status, (key, stat)
+        rows = _evaluation_rows(section)
+        assert list(rows) == list(settings.windows)
+        for window, row in rows.items():
+            s = decided[(feature, window)]
+            assert s.p_adjusted is not None
+            expected = (f"{s.sample_size:,}", f"{s.psi:.3f}", f"{s.p_adjusted:.2g}", s.status)
+            assert row == expected, (key, window)
 
 
 def test_empty_store_says_no_data_yet_everywhere(store: Store, tmp_path: Path) -> None:

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from workers.report._report import (
-    FIGURES,
-    HERO,
-    ReportConfig,
-    build_report,
-    parse_since,
-    section_summary,
-)
+from workers.report._build import build_report, section_summary
+from workers.report._config import FIGURES, HERO, ReportConfig, parse_since
 
 __all__ = [
     "FIGURES",
