@@ -97,9 +97,9 @@ class ChatClient:
     and :mod:`workers.retry` retries.
 
     ``name`` says whose endpoint it is in errors and logs (``judge at URL failed ...``).
-    ``max_retry_after_s``: a ``Retry-After`` longer than this fails the call at once
-    (:class:`LLMUnavailable`, ``rate_limited``) instead of waiting; ``None`` waits at most
-    the policy's ``max_s``. ``max_concurrency=None`` leaves the bound to the caller.
+    ``max_retry_after_s``: a ``Retry-After`` (429 or 5xx) longer than this fails the call at
+    once (:class:`LLMUnavailable`) instead of waiting; ``None`` waits at most the policy's
+    ``max_s``. ``max_concurrency=None`` leaves the bound to the caller.
     ``http_client`` is an HTTP client for the SDK (an ``httpx2.AsyncClient``: proxies,
     custom TLS); ``sdk_client`` replaces the SDK client itself. ``sleep`` and ``rng`` make
     the backoff schedule reproducible. One client belongs to one event loop. The API key is
