@@ -318,3 +318,30 @@ def test_the_examples_in_docs_golden_md_are_valid() -> None:
     assert {n for c in gs.cases for n in c.checks.names()} >= {"json_schema", "refusal", "judge"}
     jsonl = [line for line in text.splitlines() if line.startswith('{"id": ')]
     assert parse_golden_set("\n".join(jsonl), fmt="jsonl", name="doc").cases
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "workers.golden",
+        "workers.golden._format",
+        "workers.golden._checks",
+        "workers.golden._schedule",
+    ],
+)
+def test_docstring_examples(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_every_golden_error_is_a_sentryml_error() -> None:
+    from schemas.exceptions import SentryMLError
+    from workers.golden import GoldenError, InvalidGoldenSet, ModelUnavailable
+
+    assert all(
+        issubclass(e, SentryMLError) for e in (GoldenError, InvalidGoldenSet, ModelUnavailable)
+    )
+    assert issubclass(InvalidGoldenSet, GoldenError) and issubclass(ModelUnavailable, GoldenError)

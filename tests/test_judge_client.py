@@ -23,10 +23,10 @@ from workers.judge import (
     build_messages,
     detect_injection,
     parse_verdict,
-    retry_after_s,
     schema_check,
     score_rubric,
 )
+from workers.retry import retry_after_s
 
 
 @pytest.fixture

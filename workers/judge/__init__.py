@@ -10,7 +10,6 @@ from workers.judge._client import (
     JudgedBatch,
     judge_batch,
     parse_verdict,
-    retry_after_s,
     schema_check,
     score_rubric,
 )
@@ -33,7 +32,6 @@ __all__ = [
     "judge_batch",
     "judge_drop_alerts",
     "parse_verdict",
-    "retry_after_s",
     "rolling_judge_means",
     "schema_check",
     "score_rubric",

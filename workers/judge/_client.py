@@ -5,10 +5,10 @@ refusal yes/no) and answers a JSON object constrained by ``response_format`` and
 strictly with pydantic. An answer that does not parse is asked for once more, then
 recorded as a judge failure (``ok=False``, no score) — never guessed into a score.
 
-Transport failures are retried here, not in the SDK (``max_retries=0``): jittered
-exponential backoff, ``Retry-After`` honoured on 429, a per-call timeout. When a call
-still fails after ``max_attempts`` the request raises :class:`JudgeUnavailable` and the
-agent sends it to the DLQ. At most ``max_concurrency`` HTTP calls are in flight.
+Transport failures are retried by the one model client, :class:`workers.llm.ChatClient`
+(not the SDK): jittered exponential backoff, ``Retry-After`` honoured, a per-call timeout.
+When a call still fails after ``max_attempts`` the request raises :class:`JudgeUnavailable`
+and the agent sends it to the DLQ. At most ``max_concurrency`` HTTP calls are in flight.
 
 >>> client = JudgeClient(JudgeSettings(base_url="http://127.0.0.1:8080/v1"))  # doctest: +SKIP
 >>> scores = await client.score(log)                                         # doctest: +SKIP
@@ -19,22 +19,18 @@ agent sends it to the DLQ. At most ``max_concurrency`` HTTP calls are in flight.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import json
 import logging
 import random
 import re
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import openai
 from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema import validators
 from pydantic import ValidationError
@@ -54,6 +50,8 @@ from workers.judge._prompts import (
     new_boundary,
 )
 from workers.judge._settings import JudgeSettings
+from workers.llm import ChatClient, Completion, LLMRejected, LLMUnavailable
+from workers.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -135,18 +133,6 @@ def _clip(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class CallResult:
-    """One successful HTTP call to the judge."""
-
-    content: str
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float
-    attempts: int
-
-
-@dataclass(frozen=True)
 class Answer:
     """The judge's answer on one dimension (after the one re-ask of an unparsable answer)."""
 
@@ -157,43 +143,14 @@ class Answer:
     latency_ms: float
 
 
-def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds the server asked us to wait (``retry-after-ms`` or ``Retry-After``), if any.
-
-    ``headers`` is case-insensitive in practice (openai's ``httpx2.Headers``).
-
-    >>> retry_after_s({"retry-after": "2"}), retry_after_s({"retry-after-ms": "1500"})
-    (2.0, 1.5)
-    """
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 class JudgeClient:
     """Async judge on an OpenAI-compatible endpoint, with bounded concurrency and retries.
 
+    The HTTP side is one :class:`workers.llm.ChatClient` (``self.llm``); its errors leave
+    as :class:`JudgeUnavailable` / :class:`JudgeRejected` with the same reason and attempts.
     ``http_client`` lets a caller bring its own HTTP client (an ``httpx2.AsyncClient``, the
-    library the openai SDK uses: proxies, custom TLS); ``sleep`` and ``rng`` make the backoff schedule reproducible. One client
-    belongs to one event loop.
+    library the openai SDK uses: proxies, custom TLS); ``sleep`` and ``rng`` make the
+    backoff schedule reproducible. One client belongs to one event loop.
     """
 
     def __init__(
@@ -207,169 +164,67 @@ class JudgeClient:
     ) -> None:
         self.settings = settings
         self.now = now
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        self._openai = openai.AsyncOpenAI(
+        self.llm = ChatClient(
             base_url=settings.base_url,
-            api_key=settings.api_key.get_secret_value(),
-            timeout=settings.timeout_s,
-            max_retries=0,  # retries are ours: jitter, Retry-After, DLQ after N
+            model=settings.model,
+            api_key=settings.api_key,
+            timeout_s=settings.timeout_s,
+            max_concurrency=settings.max_concurrency,
+            policy=RetryPolicy(
+                max_attempts=settings.max_attempts,
+                base_s=settings.backoff_s,
+                max_s=settings.max_backoff_s,
+            ),
+            max_retry_after_s=settings.max_backoff_s,
+            response_format=settings.response_format,
+            name="judge",
             http_client=http_client,
-        )
-        self._semaphore = asyncio.Semaphore(settings.max_concurrency)
-        self._style = (
-            "json_schema" if settings.response_format == "auto" else settings.response_format
+            sleep=sleep,
+            rng=rng,
         )
         self._output_schemas = {
             name: load_output_schema(model.output_schema)
             for name, model in settings.models.items()
             if model.output_schema is not None
         }
-        #: HTTP calls in flight now, and the most ever in flight at once.
-        self.in_flight = 0
-        self.max_in_flight = 0
-        #: counters: ``attempts``, ``retry:<reason>``, ``unparsable``, ``reask`` ...
-        self.stats: Counter[str] = Counter()
+        #: counters: ``attempts``, ``retry:<reason>`` (the HTTP client's), ``unparsable``,
+        #: ``reask`` ...
+        self.stats: Counter[str] = self.llm.stats
 
     async def aclose(self) -> None:
-        await self._openai.close()
+        await self.llm.aclose()
 
     @property
     def response_format_style(self) -> str:
         """``json_schema`` or ``json_object`` (what ``auto`` settled on)."""
-        return self._style
+        return self.llm.response_format_style
 
-    # -- one HTTP call, with retries ----------------------------------------------------
-    @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        async with self._semaphore:
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            try:
-                yield
-            finally:
-                self.in_flight -= 1
+    @property
+    def in_flight(self) -> int:
+        """HTTP calls in flight now."""
+        return self.llm.in_flight
 
-    def _format_args(self, schema: dict[str, Any], name: str) -> dict[str, Any]:
-        if self._style == "json_schema":
-            # strict=False: strict mode on OpenAI rejects keywords such as maxLength that
-            # local grammars use; our own parsing is strict either way.
-            fmt = {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
-            fmt["json_schema"]["strict"] = False  # type: ignore[index]
-            return {"response_format": fmt}
-        # llama-cpp-python's form; sent raw because it is not in the SDK's types.
-        return {"extra_body": {"response_format": {"type": "json_object", "schema": schema}}}
-
-    def _backoff(self, attempt: int) -> float:
-        base = min(self.settings.max_backoff_s, self.settings.backoff_s * 2 ** (attempt - 1))
-        return base * (0.5 + 0.5 * self._rng.random())  # "equal jitter": never zero
+    @property
+    def max_in_flight(self) -> int:
+        """The most HTTP calls ever in flight at once."""
+        return self.llm.max_in_flight
 
     async def complete(
         self, messages: list[dict[str, str]], schema: dict[str, Any], name: str
-    ) -> CallResult:
+    ) -> Completion:
         """One chat completion constrained to ``schema``; raises :class:`JudgeError`."""
-        max_attempts = self.settings.max_attempts
-        attempt = 0
-        last = ""
-        reason = "server_error"
-        while attempt < max_attempts:
-            attempt += 1
-            self.stats["attempts"] += 1
-            wait: float | None = None
-            style = self._style
-            try:
-                async with self._slot():
-                    start = time.monotonic()
-                    response = await self._openai.chat.completions.create(
-                        model=self.settings.model,
-                        messages=messages,  # type: ignore[arg-type]
-                        temperature=self.settings.temperature,
-                        max_tokens=self.settings.max_tokens,
-                        **self._format_args(schema, name),
-                    )
-                    latency_ms = (time.monotonic() - start) * 1000
-            except openai.RateLimitError as exc:
-                reason, last = "rate_limited", str(exc)
-                wait = retry_after_s(exc.response.headers)
-                if wait is not None and wait > self.settings.max_backoff_s:
-                    raise JudgeUnavailable(
-                        f"judge at {self.settings.base_url} asks to wait {wait:.0f}s "
-                        f"(Retry-After), more than max_backoff_s={self.settings.max_backoff_s}",
-                        reason=reason,
-                        attempts=attempt,
-                    ) from exc
-            except openai.APITimeoutError as exc:
-                reason, last = "timeout", f"no answer within {self.settings.timeout_s}s: {exc}"
-            except openai.APIConnectionError as exc:
-                reason, last = "connection", str(exc)
-            except openai.APIStatusError as exc:
-                status = exc.status_code
-                if self._may_fall_back(exc, style):
-                    if self._style == "json_schema":  # else a concurrent call switched already
-                        log.warning(
-                            "judge at %s rejects response_format json_schema; using "
-                            "json_object with a schema (llama-cpp-python style) from now on",
-                            self.settings.base_url,
-                        )
-                        self._style = "json_object"
-                    attempt -= 1  # the endpoint's dialect, not a failure
-                    continue
-                if status >= 500 or status in (408, 409):
-                    reason, last = "server_error", str(exc)
-                else:
-                    raise JudgeRejected(
-                        f"judge at {self.settings.base_url} rejected the request "
-                        f"(HTTP {status}): {exc}",
-                        reason="rejected",
-                        attempts=attempt,
-                    ) from exc
-            except (openai.APIResponseValidationError, ValueError) as exc:
-                # A 200 whose body is not a chat completion at all (a proxy's HTML page,
-                # cut-off JSON): the server's fault, retried like a 5xx.
-                reason, last = "bad_response", f"{type(exc).__name__}: {exc}"
-            else:
-                usage = response.usage
-                choice = response.choices[0] if response.choices else None
-                return CallResult(
-                    content=(choice.message.content or "") if choice else "",
-                    finish_reason=choice.finish_reason if choice else None,
-                    prompt_tokens=usage.prompt_tokens if usage else 0,
-                    completion_tokens=usage.completion_tokens if usage else 0,
-                    latency_ms=latency_ms,
-                    attempts=attempt,
-                )
-            if attempt >= max_attempts:
-                break
-            self.stats[f"retry:{reason}"] += 1
-            delay = self._backoff(attempt)
-            if wait is not None:
-                # Honour Retry-After, plus a little jitter so N workers do not return at once.
-                delay = max(delay, wait + 0.1 * wait * self._rng.random())
-            log.info(
-                "judge call failed (%s, attempt %d/%d), retrying in %.2fs: %s",
-                reason,
-                attempt,
-                max_attempts,
-                delay,
-                last[:200],
+        try:
+            return await self.llm.complete(
+                messages,
+                max_tokens=self.settings.max_tokens,
+                temperature=self.settings.temperature,
+                schema=schema,
+                schema_name=name,
             )
-            await self._sleep(delay)
-        raise JudgeUnavailable(
-            f"judge at {self.settings.base_url} failed {max_attempts} attempts; last "
-            f"({reason}): {last[:500]}",
-            reason=reason,
-            attempts=max_attempts,
-        )
-
-    def _may_fall_back(self, exc: openai.APIStatusError, style_used: str) -> bool:
-        if self.settings.response_format != "auto" or style_used != "json_schema":
-            return False
-        # llama-cpp-python answers a json_schema response_format with a 500 carrying its
-        # validation error ("Input should be 'text' or 'json_object'"); others use 400/422.
-        if exc.status_code not in (400, 422, 500):
-            return False
-        text = f"{exc} {getattr(exc, 'body', '')}"
-        return "response_format" in text and ("json_schema" in text or "json_object" in text)
+        except LLMRejected as exc:
+            raise JudgeRejected(str(exc), reason=exc.reason, attempts=exc.attempts) from exc
+        except LLMUnavailable as exc:
+            raise JudgeUnavailable(str(exc), reason=exc.reason, attempts=exc.attempts) from exc
 
     # -- one rubric --------------------------------------------------------------------
     async def ask(
@@ -405,8 +260,8 @@ class JudgeClient:
                 retry_note=note,
             )
             result = await self.complete(messages, schema, f"sentryml_judge_{rubric.name}")
-            tokens_in += result.prompt_tokens
-            tokens_out += result.completion_tokens
+            tokens_in += result.prompt_tokens or 0
+            tokens_out += result.completion_tokens or 0
             latency += result.latency_ms
             try:
                 verdict = parse_verdict(rubric, result.content)
