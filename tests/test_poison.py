@@ -33,8 +33,9 @@ from tests.faults import (
 )
 from tests.harness import running
 from workers.baseline import fit_baseline, save_baseline
+from workers.dlq import DLQ_KEEP_BYTES
 from workers.embedding import load_embedder
-from workers.ingest import DLQ_OVERSIZE_KEEP_BYTES, BaselineCache, IngestProcessor, RawRecord
+from workers.ingest import BaselineCache, IngestProcessor, RawRecord
 from workers.judge import JudgeSettings
 from workers.kafka import KafkaSettings
 from workers.store import StoreSettings, open_store
@@ -104,7 +105,7 @@ def test_10_mib_payload_and_infinities_go_to_the_dlq_and_the_next_event_is_count
     ]
     ((huge, huge_headers),) = by_reason["size"]
     assert int(huge_headers["sentryml-truncated-from"]) == len(poison["huge"])
-    assert huge.value() == poison["huge"][:DLQ_OVERSIZE_KEEP_BYTES]
+    assert huge.value() == poison["huge"][:DLQ_KEEP_BYTES]
     assert b'"request_id": "good-0"' in huge.value()  # enough to find the producer
     for msg, headers in by_reason["json"] + by_reason["schema"]:
         assert msg.value() in (poison["inf"], poison["neg_inf"], poison["overflow"])

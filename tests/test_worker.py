@@ -22,8 +22,8 @@ from tests.conftest import wait_for
 from tests.faults import consume_all
 from tests.harness import running
 from workers.baseline import fit_baseline, save_baseline
+from workers.dlq import DLQ_KEEP_BYTES
 from workers.embedding import load_embedder
-from workers.ingest import DLQ_OVERSIZE_KEEP_BYTES
 from workers.judge import JudgeSettings
 from workers.kafka import KafkaSettings
 from workers.synthetic import domain_prompts, support_records
@@ -142,7 +142,7 @@ def test_bad_input_goes_to_the_dlq_and_good_input_is_counted_once(kafka, store, 
         original = bad[msg.key().decode().removeprefix("bad-")]
         if headers["sentryml-reason"] == b"size":  # an oversize payload keeps only its head
             assert int(headers["sentryml-truncated-from"]) == len(original)
-            original = original[:DLQ_OVERSIZE_KEEP_BYTES]
+            original = original[:DLQ_KEEP_BYTES]
         assert msg.value() == original  # original bytes (no PII in these to mask)
     assert reasons == {
         "bad-encoding": "encoding",

@@ -14,9 +14,9 @@ import faust
 
 from schemas.events import Feedback, decode_event
 from schemas.exceptions import InvalidEvent
-from streams.agents.ingest import deliver, dlq_headers, raw_record, retry_forever
+from streams.agents.ingest import deliver, raw_record, retry_forever
 from streams.app import WorkerContext, raw_topic
-from workers.ingest import RawRecord, Rejected, redact_rejected
+from workers.dlq import RawRecord, Rejected, dlq_headers, redact_rejected
 from workers.redact import Redactor
 
 
@@ -49,7 +49,7 @@ def split_feedback(
             event = decode_event(record.value, Feedback, max_bytes=max_bytes)
             rows.append(feedback_row(event, redactor))
         except InvalidEvent as exc:
-            # The DLQ gets the same redaction as the table (workers.ingest.redact_rejected).
+            # The DLQ gets the same redaction as the table (workers.dlq.redact_rejected).
             rejected.append(redact_rejected(Rejected(record, exc.reason, str(exc)), redactor))
     return rows, rejected
 

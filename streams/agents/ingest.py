@@ -30,29 +30,13 @@ from faust.exceptions import ProducerSendError
 from streams.app import WorkerContext, raw_topic
 from streams.exceptions import BrokerUnavailable, Fenced
 from streams.topics import TopicEpochs
+from workers.dlq import RawRecord, Rejected, dlq_headers, truncated
 from workers.embedding import load_embedder
-from workers.ingest import BatchResult, IngestProcessor, RawRecord, Rejected
+from workers.ingest import BatchResult, IngestProcessor
 from workers.redact import Redactor
 from workers.store.exceptions import StoreUnavailable
 
 log = logging.getLogger(__name__)
-
-#: What a DLQ record keeps of a payload the DLQ topic refuses at full size.
-DLQ_TRUNCATE_BYTES = 512 * 1024
-
-
-def dlq_headers(rejected: Rejected) -> list[tuple[str, bytes]]:
-    """Headers that tell an operator why and where a message failed."""
-    record = rejected.record
-    return [
-        *record.headers,
-        ("sentryml-error", rejected.error[:4000].encode()),
-        ("sentryml-reason", rejected.reason.encode()),
-        ("sentryml-source-topic", record.topic.encode()),
-        ("sentryml-source-partition", str(record.partition).encode()),
-        ("sentryml-source-offset", str(record.offset).encode()),
-        *rejected.notes,
-    ]
 
 
 def raw_record(event: Any) -> RawRecord:
@@ -183,16 +167,15 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             rejected.reason,
             rejected.error[:300],
         )
-        headers = dlq_headers(rejected)
-        value = rejected.value  # PII masked, oversize cut (workers.ingest.redact_rejected)
+        # The value has PII masked and an oversize payload cut (workers.dlq.redact_rejected).
         try:
-            await deliver(dlq, rejected.record.key, value, headers)
+            await deliver(dlq, rejected.record.key, rejected.value, dlq_headers(rejected))
         except ProducerSendError as exc:
             if "MessageSizeTooLarge" not in repr(exc):
                 raise
             # The DLQ topic refused the original size: keep a prefix and say so.
-            headers.append(("sentryml-truncated-from", str(len(value)).encode()))
-            await deliver(dlq, rejected.record.key, value[:DLQ_TRUNCATE_BYTES], headers)
+            cut = truncated(rejected)
+            await deliver(dlq, cut.record.key, cut.value, dlq_headers(cut))
         ctx.metrics.inc("sentryml_dlq_events_total")
 
     ctx.metrics.inc("sentryml_store_errors_total", 0)  # exported (as 0) before any error

@@ -26,10 +26,10 @@ from datetime import datetime, timedelta
 import faust
 
 from schemas.events import Alert
-from streams.agents.ingest import dlq_headers, raw_record
+from streams.agents.ingest import raw_record
 from streams.app import WorkerContext, alert_publisher, raw_topic
 from workers.alerts import AlertSink
-from workers.dlq import RawRecord
+from workers.dlq import RawRecord, dlq_headers
 from workers.judge import (
     JudgeClient,
     JudgedBatch,
@@ -152,7 +152,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
                 pending.append(
                     await dlq.send(
                         key=failed.record.key,
-                        value=failed.record.value,
+                        value=failed.value,
                         headers=dlq_headers(failed),
                     )
                 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from workers.ingest._processor import (
-    DLQ_OVERSIZE_KEEP_BYTES,
     EVENT_RETENTION,
     BaselineCache,
     BatchResult,
@@ -11,11 +10,9 @@ from workers.ingest._processor import (
     RawRecord,
     Rejected,
     inference_log_row,
-    redact_rejected,
 )
 
 __all__ = [
-    "DLQ_OVERSIZE_KEEP_BYTES",
     "EVENT_RETENTION",
     "BaselineCache",
     "BatchResult",
@@ -23,5 +20,4 @@ __all__ = [
     "RawRecord",
     "Rejected",
     "inference_log_row",
-    "redact_rejected",
 ]

@@ -28,14 +28,14 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.events import InferenceLog, decode_event, utcnow
 from schemas.exceptions import InvalidEvent
 from workers.baseline import Baseline, load_baseline
-from workers.dlq import RawRecord, Rejected
+from workers.dlq import RawRecord, Rejected, redact_rejected
 from workers.embedding import Embedder, load_embedder, sample_for_embedding
 from workers.redact import Redactor
 from workers.stats import text_stats
@@ -58,91 +58,6 @@ EVENT_RETENTION = timedelta(days=30)
 #: The earliest time ``window_counts.bucket`` (``DateTime``, seconds since 1970) can hold;
 #: an earlier one makes the whole insert fail, so it is rejected whatever the retention.
 EARLIEST_STORABLE = datetime(1970, 1, 1, tzinfo=UTC)
-
-#: An event rejected for its size keeps only this much of its head in the DLQ: enough to
-#: identify the producer (type, ts, request_id and base_model serialize first). It could
-#: never be replayed anyway, and masking PII in megabytes would stall the partition.
-DLQ_OVERSIZE_KEEP_BYTES = 64 * 1024
-
-
-def redact_payload(redactor: Redactor, raw: bytes) -> tuple[bytes, int]:
-    """``raw`` with PII masked, and the number of masks; unchanged bytes when there was none.
-
-    JSON that parses is redacted value by value (keys, strings, and numbers that read as
-    card or phone numbers), so PII written with JSON escapes (``jane\\u0040example.com``)
-    is found too; it is re-serialized only when something was masked. Anything else
-    (invalid UTF-8, broken or truncated JSON) is redacted as Latin-1 text, which maps each
-    byte to one character, so every byte outside a mask, invalid ones included, is kept.
-
-    >>> redact_payload(Redactor(), b'{"prompt": "mail jane\\u0040example.com"}')
-    (b'{"prompt":"mail [EMAIL]"}', 1)
-    >>> redact_payload(Redactor(), b"\\xff\\xfe call 415-555-0134")
-    (b'\\xff\\xfe call [PHONE]', 1)
-    """
-    before = sum(redactor.counts.values())
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        return _mask_bytes(redactor, raw)
-
-    def clean(node: Any) -> Any:
-        if isinstance(node, str):
-            return redactor.redact(node)
-        if isinstance(node, bool) or node is None:
-            return node
-        if isinstance(node, int | float):
-            text = str(node)
-            masked = redactor.redact(text)
-            return node if masked == text else masked
-        if isinstance(node, list):
-            return [clean(v) for v in node]
-        return {clean(k): clean(v) for k, v in node.items()}
-
-    try:
-        cleaned = clean(data)
-    except RecursionError:  # nested almost as deep as json allows: mask it as text
-        return _mask_bytes(redactor, raw)
-    hits = _hits(redactor, before)
-    if not hits:
-        return raw, 0
-    return json.dumps(cleaned, ensure_ascii=False, separators=(",", ":")).encode(), hits
-
-
-def _hits(redactor: Redactor, before: int) -> int:
-    return sum(redactor.counts.values()) - before
-
-
-def _mask_bytes(redactor: Redactor, raw: bytes) -> tuple[bytes, int]:
-    before = sum(redactor.counts.values())
-    text = raw.decode("latin-1")
-    masked = redactor.redact(text)
-    return (raw, 0) if masked == text else (masked.encode("latin-1"), _hits(redactor, before))
-
-
-def redact_rejected(
-    rejected: Rejected, redactor: Redactor, *, oversize_keep_bytes: int = DLQ_OVERSIZE_KEEP_BYTES
-) -> Rejected:
-    """The DLQ form of a rejected record: PII masked in payload and error, oversize cut.
-
-    The DLQ is for operators, so it gets what the store would get: the same redaction
-    rules as accepted events. Headers say what was changed (``sentryml-redacted``: number
-    of masks; ``sentryml-truncated-from``: the original size).
-    """
-    raw = rejected.record.value
-    notes: list[tuple[str, bytes]] = []
-    if rejected.reason == "size" and len(raw) > oversize_keep_bytes:
-        notes.append(("sentryml-truncated-from", str(len(raw)).encode()))
-        raw = raw[:oversize_keep_bytes]
-    value, hits = redact_payload(redactor, raw)
-    if hits:
-        notes.append(("sentryml-redacted", str(hits).encode()))
-    return replace(
-        rejected,
-        error=redactor.redact(rejected.error),
-        dlq_value=value if notes else rejected.dlq_value,
-        notes=(*rejected.notes, *notes),
-    )
-
 
 #: (topic, partition) -> (first offset, last offset, events, Counter of CountKey)
 PartitionCounts = dict[tuple[str, int], tuple[int, int, int, Counter[CountKey]]]
