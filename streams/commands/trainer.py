@@ -235,10 +235,18 @@ def register(app: typer.Typer) -> None:
     @adapters_app.command("rollback")
     def adapters_rollback(
         base_model: str = typer.Option(..., "--base-model", "-m"),
+        deploy: bool = typer.Option(
+            True,
+            "--deploy/--no-deploy",
+            help="Also serve the parent now (SENTRYML_DEPLOY_TARGET); --no-deploy leaves it "
+            "to a running `sentryml deployer`",
+        ),
     ) -> None:
-        """Roll the current adapter back and re-promote the previous one (events emitted)."""
+        """Roll the current adapter back, re-promote the previous one (events emitted) and
+        deploy it (or the base model alone) through the deployer."""
         from schemas.events import AdapterEvent
         from schemas.topics import Topics
+        from streams.commands.deployer import deploy_service, describe
         from trainer.registry import AdapterEventPublisher, Registry
         from trainer.settings import TrainerSettings
         from workers.store import open_store
@@ -249,21 +257,38 @@ def register(app: typer.Typer) -> None:
         )
         with open_store(settings.store) as store:
             rolled, restored = Registry(store).rollback(base_model)
-        publisher.publish(rolled.event(message="rolled back by operator"))
-        if restored is not None:
-            publisher.publish(restored.event(message=f"re-promoted: {rolled.version} rolled back"))
-            console.print(f"rolled back {rolled.version}; {restored.version} is current again")
-        else:
-            publisher.publish(
-                AdapterEvent(
-                    base_model=base_model,
-                    adapter_version="none",
-                    parent_version=rolled.version,
-                    status="promoted",
-                    message=f"{rolled.version} rolled back; no earlier adapter: base model alone",
+            publisher.publish(rolled.event(message="rolled back by operator"))
+            if restored is not None:
+                publisher.publish(
+                    restored.event(message=f"re-promoted: {rolled.version} rolled back")
                 )
-            )
-            console.print(f"rolled back {rolled.version}; no earlier adapter: serve the base model")
+                console.print(f"rolled back {rolled.version}; {restored.version} is current again")
+            else:
+                publisher.publish(
+                    AdapterEvent(
+                        base_model=base_model,
+                        adapter_version="none",
+                        parent_version=rolled.version,
+                        status="promoted",
+                        message=f"{rolled.version} rolled back; no earlier adapter: base model alone",
+                    )
+                )
+                console.print(
+                    f"rolled back {rolled.version}; no earlier adapter: serve the base model"
+                )
+            service = deploy_service(store, publisher) if deploy else None
+            if service is not None:
+                from trainer.deploy import DeployError
+
+                try:
+                    console.print(describe(service.sync(base_model)))
+                except DeployError as exc:
+                    raise DeployError(
+                        f"{rolled.version} is rolled back in the registry, but serving "
+                        f"its parent failed: {exc}"
+                    ) from exc
+            elif deploy:
+                console.print("SENTRYML_DEPLOY_TARGET is none: the serving model is unchanged")
 
 
 def _fmt(value: float | None) -> str:

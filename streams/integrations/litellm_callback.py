@@ -21,14 +21,18 @@ through the non-blocking :class:`~streams.producer.InferenceLogger` (librdkafka 
 them), so the callback returns at once and never raises into LiteLLM; what it cannot map
 is counted in :attr:`SentryMLLogger.errors`.
 
-LiteLLM fetches a model price map from the network when it is imported; set
-``LITELLM_LOCAL_MODEL_COST_MAP=True`` to use its bundled copy instead (the tests do).
+LiteLLM fetches a model price map from the network when it is first imported; importing
+this module first sets ``LITELLM_LOCAL_MODEL_COST_MAP=True`` (unless it is set) so that
+LiteLLM uses its bundled copy and nothing is fetched.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from litellm.integrations.custom_logger import CustomLogger
 
