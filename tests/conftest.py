@@ -102,7 +102,7 @@ HTTP_READER = ("reader", "reader-pw")
 
 @pytest.fixture(scope="session")
 def clickhouse_http_url(chdb_dir: Path) -> Iterator[str]:
-    """A ClickHouse-HTTP endpoint (``workers/store/chdb_server.py``) over the session's chDB folder.
+    """A ClickHouse-HTTP endpoint (``workers/store/server.py``) over the session's chDB folder.
 
     No ClickHouse server binary installs here, so the clickhouse-connect backend is tested
     against this endpoint. It runs in this process over the same folder as the embedded
@@ -111,7 +111,7 @@ def clickhouse_http_url(chdb_dir: Path) -> Iterator[str]:
     credentials are put in the environment (``SENTRYML_STORE_USERNAME`` / ``_PASSWORD``), so
     the processes a test starts log in as a deployment's worker would.
     """
-    from workers.store._server import ChdbHTTPServer, ServeUser
+    from workers.store.server import ChdbHTTPServer, ServeUser
 
     users = [ServeUser(*HTTP_WRITER), ServeUser(*HTTP_READER, readonly=True)]
     server = ChdbHTTPServer(chdb_dir, port=0, users=users).start()

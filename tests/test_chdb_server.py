@@ -23,8 +23,8 @@ from pydantic import SecretStr
 
 from tests.conftest import HTTP_READER, HTTP_WRITER, REPO, _free_port, wait_for
 from workers.store import StoreSettings, open_store
-from workers.store._server import ServeUser, parse_user
 from workers.store._server_request import _split_insert
+from workers.store.server import ServeUser, parse_user
 
 
 def _port(url: str) -> int:

@@ -2,7 +2,7 @@
 
 Three worker processes (two at first, a third joining mid-stream, one leaving by SIGTERM
 mid-stream) share a 6-partition topic and one store, served over ClickHouse's HTTP
-protocol by ``workers/store/chdb_server.py`` (the ``clickhouse_http_url`` fixture). A
+protocol by ``workers/store/server.py`` (the ``clickhouse_http_url`` fixture). A
 fourth worker process, alone in its own consumer group and database, reads the same
 events from a twin topic. The test shows that the workers split the partitions, that
 nothing is lost or counted twice across the rebalances, and that window counts, drift

@@ -707,7 +707,7 @@ def test_a_cross_origin_request_is_refused_even_with_credentials(
     assert status == 403 and "web origin" in body
     assert _post(clickhouse_http_url, f"SELECT count() FROM {endpoint_db}.t")[1] == "0\n"
     # An origin the operator allowed (e.g. a Grafana in the browser) gets through.
-    from workers.store._server import ChdbEngine, ServeUser
+    from workers.store.server import ChdbEngine, ServeUser
 
     engine = ChdbEngine(
         chdb_dir, [ServeUser(*HTTP_WRITER)], allowed_origins=["https://grafana.example/"]

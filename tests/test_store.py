@@ -1,5 +1,5 @@
 """The store on both backends: chDB in-process, and clickhouse-connect over ClickHouse's HTTP
-protocol (served by ``workers/store/chdb_server.py``, since no ClickHouse server installs here).
+protocol (served by ``workers/store/server.py``, since no ClickHouse server installs here).
 
 Every test that takes ``store`` runs once per backend: idempotent migrations, every table of
 every migration, parameterised queries, batched deduplicated inserts (with the flush_log →

@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
 
         For real deployments use a ClickHouse server.
         """
-        from workers.store._server import ChdbHTTPServer, ServeUser, parse_user, serve
+        from workers.store.server import ChdbHTTPServer, ServeUser, parse_user, serve
 
         settings = store_settings()
         if path is None:

@@ -1,6 +1,6 @@
 """The chDB endpoint's request handling: answer ClickHouse HTTP requests from one folder.
 
-:class:`ChdbEngine` knows nothing of sockets (:mod:`workers.store._server` serves it over
+:class:`ChdbEngine` knows nothing of sockets (:mod:`workers.store.server` serves it over
 HTTP): it authenticates a request, reads it, guards its SQL (:mod:`workers.store._sql_guard`)
 and runs it on a pooled, throwaway or session connection.
 """

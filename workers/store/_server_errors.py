@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from workers.store.exceptions import StoreError
+
 # ClickHouse's HTTP status for an error, by error name (src/Server/HTTPHandler.cpp).
 _STATUS_BY_NAME = {
     "REQUIRED_PASSWORD": 401,
@@ -42,7 +44,7 @@ _CODE = re.compile(r"Code: (\d+)\. ")
 _ERROR_NAME = re.compile(r"\(([A-Z][A-Z0-9_]+)\)(?: \(version [^)]*\))?\s*$")
 
 
-class ClickHouseError(Exception):
+class ClickHouseError(StoreError):
     """An error to answer in ClickHouse's format (code, name, message)."""
 
     def __init__(self, code: int, name: str, message: str, status: int | None = None) -> None:
