@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
         """Write a static HTML report: drift, cluster and length shares vs the baseline,
         judge trends, golden pass rates, the retrain timeline and recent alerts."""
         from schemas.events import utcnow
+        from streams.config import WorkerSettings
         from workers.report import ReportConfig, build_report, parse_since, section_summary
         from workers.store import open_store
 
@@ -42,6 +43,7 @@ def register(app: typer.Typer) -> None:
                 adapter=adapter,
                 since=parse_since(since, now),
                 hero_window=hero_window,
+                drift=WorkerSettings().drift,  # the thresholds the alerts use (SENTRYML_DRIFT_*)
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
