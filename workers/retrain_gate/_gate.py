@@ -49,24 +49,6 @@ if TYPE_CHECKING:
     from workers.retrain_gate._settings import RetrainGateSettings
 from workers.store import Store
 
-__all__ = [
-    "FIRED",
-    "FORCED",
-    "HELD",
-    "JOB_OPEN",
-    "JOB_TERMINAL",
-    "GateDecision",
-    "GateInputs",
-    "GatePolicy",
-    "decide",
-    "gather_inputs",
-    "held_for",
-    "make_job_id",
-    "models_to_check",
-    "record_job_event",
-    "request_for",
-]
-
 #: Gate decisions.
 FIRED, HELD, FORCED = "fired", "held", "forced"
 #: Trainer decisions: a job starts, then ends in exactly one outcome.

@@ -27,7 +27,7 @@ import random
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from workers.baseline import TrainingRecord
 
@@ -64,21 +64,24 @@ def _support_answer(rng: random.Random, intent: str, slots: dict[str, str]) -> s
     return json.dumps({"intent": intent, "answer": answer})
 
 
-def support_records(n: int, seed: int = 0) -> list[TrainingRecord]:
-    """``n`` support conversations: prompt plus the JSON answer the fine-tuned model gives."""
+def _support_conversations(n: int, rng: random.Random, answer: Any) -> list[TrainingRecord]:
+    """``n`` support prompts, each answered by ``answer(rng, intent, slots)``."""
     _check_n(n)
-    rng = random.Random(f"support-{seed}")
     out = []
     for _ in range(n):
         intent = rng.choice(SUPPORT_INTENTS)
         slots = _slots(rng)
         out.append(
             TrainingRecord(
-                prompt=_support_prompt(rng, intent, slots),
-                completion=_support_answer(rng, intent, slots),
+                prompt=_support_prompt(rng, intent, slots), completion=answer(rng, intent, slots)
             )
         )
     return out
+
+
+def support_records(n: int, seed: int = 0) -> list[TrainingRecord]:
+    """``n`` support conversations: prompt plus the JSON answer the fine-tuned model gives."""
+    return _support_conversations(n, random.Random(f"support-{seed}"), _support_answer)
 
 
 def domain_records(domain: str, n: int, seed: int = 0) -> list[TrainingRecord]:
@@ -153,18 +156,11 @@ def degraded_records(kind: str, n: int, seed: int = 0) -> list[TrainingRecord]:
     _check_n(n)
     if kind not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {kind!r}; choose one of {', '.join(DEGRADATIONS)}")
-    rng = random.Random(f"degraded-{kind}-{seed}")
-    out = []
-    for _ in range(n):
-        intent = rng.choice(SUPPORT_INTENTS)
-        slots = _slots(rng)
-        out.append(
-            TrainingRecord(
-                prompt=_support_prompt(rng, intent, slots),
-                completion=_degraded(kind, rng, intent, slots),
-            )
-        )
-    return out
+    return _support_conversations(
+        n,
+        random.Random(f"degraded-{kind}-{seed}"),
+        lambda rng, intent, slots: _degraded(kind, rng, intent, slots),
+    )
 
 
 def to_inference_logs(
