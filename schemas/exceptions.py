@@ -21,7 +21,7 @@ one type. Each package adds its own leaves beside its code; the whole tree::
     │   ├── DemoModelUnavailable, InvalidTrainConfig (ValueError), DatasetTooSmall
     │   └── QuantizationUnavailable, AdapterNotFound
     ├── StreamsError → BrokerUnavailable, Fenced  streams/exceptions.py
-    └── DemoFailed                                streams/demo.py
+    └── DemoFailed                                streams/demo/
 
 ``tests/test_layers.py`` checks that every exception class defined in the project is in
 this tree (derives from :class:`SentryMLError`).

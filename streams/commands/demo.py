@@ -1,4 +1,4 @@
-"""`sentryml demo`: the main job end to end on embedded defaults (see streams/demo.py)."""
+"""`sentryml demo`: the main job end to end on embedded defaults (see streams/demo/)."""
 
 from __future__ import annotations
 

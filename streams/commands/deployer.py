@@ -5,15 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 
-from streams.console import print_table
+from streams.console import console, print_table
 
 if TYPE_CHECKING:
     from trainer.deploy import Deployment, DeployService, EventSink
     from workers.store import Store
-
-console = Console()
 
 
 def deploy_service(store: Store, publisher: EventSink | None) -> DeployService | None:

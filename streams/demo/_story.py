@@ -27,43 +27,39 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from schemas.events import Feedback, InferenceLog
-from schemas.exceptions import SentryMLError
 from streams.console import console
-from workers.retry import poll_until
 
 if TYPE_CHECKING:
-    from streams.config import ProducerSettings
-    from workers.kafka import KafkaSettings
+    pass
 
-REPO = Path(__file__).resolve().parent.parent
-BASE_MODEL = "smollm2-135m-instruct"
-SYSTEM_PROMPT = (
-    "You are the support assistant of an online shop. Answer only with JSON: "
-    '{"intent": "<intent>", "answer": "<one short sentence>"}.'
+from streams.demo._services import (
+    REPO,
+    DemoFailed,
+    _port_open,
+    _run,
+    _stage,
+    _try_open,
+    free_port,
+    services,
+    wait_until,
 )
-OUT_OF_SCOPE = (
-    '{"intent": "out_of_scope", "answer": "I can only help with orders, billing, '
-    'shipping and your account."}'
+from streams.demo._summary import _evaluated_since, _print_drift, _summary
+from streams.demo._traffic import (
+    BASE_MODEL,
+    SYSTEM_PROMPT,
+    _corrections,
+    _live_completions,
+    _publish,
+    _send_feedback,
 )
-
-
-class DemoFailed(SentryMLError):
-    """A stage of the demo did not happen; the message says which and where to look."""
 
 
 @dataclass
@@ -83,119 +79,6 @@ class DemoConfig:
     max_new_tokens: int = 64
     timeout_s: float = 900.0
     report: bool = True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop_process_group(proc: subprocess.Popen[Any], grace_s: float) -> None:
-    """SIGTERM the process group of ``proc`` (started with ``start_new_session``); SIGKILL
-    it if it has not exited after ``grace_s`` seconds."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-class Services:
-    """Processes the demo started; all stopped (reverse order) on exit."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        self.stops: list[Callable[[], None]] = []
-        self.env: dict[str, str] = {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-    def script(self, name: str, *args: str, port: int) -> None:
-        """Start a service script (kafka_local / llm_local) and register its stop."""
-        data = self.out_dir / name
-        cmd = [sys.executable, str(REPO / "scripts" / f"{name}.py")]
-        subprocess.run([*cmd, "start", "--port", str(port), "--dir", str(data), *args], check=True)
-
-        def stop() -> None:
-            subprocess.run([*cmd, "stop", "--dir", str(data)], check=False, capture_output=True)
-
-        self.stops.append(stop)
-
-    def process(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.out_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**self.env, **env},
-            start_new_session=True,
-        )
-
-        def stop() -> None:
-            stop_process_group(proc, grace_s=30)
-            log.close()
-
-        self.stops.append(stop)
-        return proc
-
-    def close(self) -> None:
-        for stop in reversed(self.stops):
-            stop()
-        self.stops.clear()
-
-
-def _claim(out_dir: Path) -> Any:
-    """Hold ``out_dir/demo.lock`` for this process (the kernel frees it however we exit), or
-    refuse: a second demo in the same folder would overwrite the first's pid files, and
-    the first could then not stop its own servers."""
-    import fcntl
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(out_dir / "demo.lock", "a+")  # noqa: SIM115 - held until the demo ends
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "?"
-        lock.close()
-        raise DemoFailed(
-            f"another demo is running in {out_dir} (pid {holder}); wait for it to end or stop "
-            "it (Ctrl-C), or give this one another folder (--out)"
-        ) from None
-    lock.truncate(0)
-    lock.write(str(os.getpid()))
-    lock.flush()
-    return lock
-
-
-@contextmanager
-def services(out_dir: Path) -> Iterator[Services]:
-    lock = _claim(out_dir)
-    svc = Services(out_dir)
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        yield svc
-    finally:
-        console.print("[dim]stopping the demo's processes ...[/]")
-        svc.close()
-        signal.signal(signal.SIGTERM, previous)
-        lock.close()
-
-
-def wait_until(what: str, condition: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
-    with console.status(f"waiting: {what}"):
-        try:
-            return poll_until(condition, timeout=timeout, interval=every, what=what)
-        except TimeoutError:
-            raise DemoFailed(
-                f"timed out after {timeout:.0f}s waiting for: {what} (see the demo's logs)"
-            ) from None
-
-
-def _stage(n: int, text: str) -> None:
-    console.rule(f"[bold cyan]{n}. {text}")
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -447,151 +330,3 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             summary["hero"] = str(report.hero) if report.hero else None
         store.close()
     return summary
-
-
-# Each client lives in its own function, so it is freed when it returns, while the broker
-# is up: a client kept until run_demo returns prints connection errors once the broker stops.
-def _publish(settings: ProducerSettings, events: list[InferenceLog]) -> None:
-    from streams.producer import InferenceLogger
-
-    with InferenceLogger(settings, strict=True) as logger:
-        for event in events:
-            logger.log(event)
-
-
-def _send_feedback(kafka: KafkaSettings, topic: str, items: list[Feedback]) -> None:
-    from confluent_kafka import Producer
-
-    producer = Producer(kafka.client_config())
-    for fb in items:
-        producer.produce(topic, fb.to_bytes(), fb.request_id.encode())
-    if producer.flush(30):
-        raise DemoFailed("feedback could not be delivered to the broker in 30 s")
-
-
-def _run(coro: Any) -> Any:
-    import asyncio
-
-    return asyncio.run(coro)
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _try_open(open_store: Any, url: str, login: dict[str, str]) -> Any:
-    from pydantic import SecretStr
-
-    from workers.store import StoreSettings
-    from workers.store.exceptions import StoreError
-
-    try:
-        return open_store(
-            StoreSettings(
-                url=url,
-                username=login["SENTRYML_STORE_USERNAME"],
-                password=SecretStr(login["SENTRYML_STORE_PASSWORD"]),
-            )
-        )
-    except StoreError:
-        return None
-
-
-def _live_completions(base_url: str, events: list[InferenceLog]) -> list[InferenceLog]:
-    """Serve a slice of the traffic with the real model (SmolLM2 through llama.cpp)."""
-    from openai import OpenAI
-
-    client = OpenAI(base_url=base_url, api_key="sk-local")
-    out = []
-    for event in events:
-        t0 = time.monotonic()
-        reply = client.chat.completions.create(
-            model="smollm2-135m-instruct",
-            messages=[{"role": "system", "content": SYSTEM_PROMPT},
-                      {"role": "user", "content": event.prompt_text}],
-            max_tokens=64, temperature=0,
-        )  # fmt: skip
-        text = reply.choices[0].message.content or ""
-        out.append(
-            event.model_copy(
-                update={
-                    "completion": text,
-                    "completion_tokens": reply.usage.completion_tokens if reply.usage else None,
-                    "latency_ms": (time.monotonic() - t0) * 1000,
-                    "app": "support-bot-live",
-                }
-            )
-        )
-    console.print(f"served {len(out)} requests with the live model")
-    return out
-
-
-def _corrections(
-    in_scope: list[InferenceLog], out_of_scope: list[InferenceLog], n: int
-) -> list[Feedback]:
-    """Simulated reviewers: out-of-domain requests get the task's deflection template,
-    in-domain ones are confirmed with the template answer (labelled good)."""
-    out = []
-    for event in out_of_scope[: n // 2]:
-        out.append(
-            Feedback(
-                request_id=event.request_id, base_model=event.base_model, label="bad",
-                correction=OUT_OF_SCOPE, prompt=event.prompt_text, reviewer="demo-reviewer",
-            )
-        )  # fmt: skip
-    for event in in_scope[: n - len(out)]:
-        out.append(
-            Feedback(
-                request_id=event.request_id, base_model=event.base_model, label="good",
-                correction=event.completion, prompt=event.prompt_text, reviewer="demo-reviewer",
-            )
-        )  # fmt: skip
-    return out
-
-
-def _evaluated_since(store: Any, since: float) -> bool:
-    from datetime import UTC, datetime
-
-    ts = datetime.fromtimestamp(since, UTC)
-    return bool(
-        store.query(
-            "SELECT count() FROM drift_stats WHERE ts > {t:DateTime64(3, 'UTC')}", {"t": ts}
-        ).scalar()
-    )
-
-
-def _print_drift(store: Any, title: str) -> None:
-    from streams.console import print_table
-
-    result = store.query(
-        "SELECT feature, window, round(argMax(psi, ts), 3) AS psi, "
-        "round(argMax(p_value, ts), 4) AS p_value, argMax(sample_size, ts) AS n, "
-        "argMax(status, ts) AS status FROM drift_stats "
-        "WHERE window = '1h' GROUP BY feature, window ORDER BY feature"
-    )
-    print_table(result.columns, result.rows, title=f"drift after {title} (1h window)")
-
-
-def _summary(store: Any) -> dict[str, Any]:
-    from streams.console import print_table
-
-    queries = {
-        "alerts": "SELECT kind, severity, count() AS n FROM alerts GROUP BY kind, severity ORDER BY kind",
-        "judge": "SELECT dimension, countIf(ok = 1) AS scored, round(avgIf(score, ok = 1), 2) AS mean "
-        "FROM judge_scores FINAL GROUP BY dimension ORDER BY dimension",
-        "golden": "SELECT adapter_version, trigger, total, passed, round(pass_rate, 3) AS pass_rate "
-        "FROM golden_runs FINAL ORDER BY ts",
-        "retrain": "SELECT decision, count() AS n, any(reason) AS example FROM retrain_jobs "
-        "GROUP BY decision ORDER BY decision",
-        "adapters": "SELECT version, parent_version, method, status, sha256 FROM adapters FINAL",
-    }
-    out: dict[str, Any] = {}
-    for name, sql in queries.items():
-        result = store.query(sql)
-        print_table(result.columns, result.rows, title=name)
-        out[name] = result.dicts()
-    return out
