@@ -47,9 +47,6 @@ from workers.store import Store
 
 log = logging.getLogger(__name__)
 
-#: Adapter statuses that mean "this adapter now answers (or is about to answer) traffic".
-RUN_ON_STATUSES = frozenset({"promoted", "deployed"})
-
 
 class GoldenService:
     """What the golden agent and timer call: load the set once, run it on a trigger.
@@ -120,7 +117,7 @@ class GoldenService:
 
     async def on_adapter_event(self, event: AdapterEvent) -> GoldenRunResult | None:
         """Run the set for a promoted/deployed adapter of our base model; ignore the rest."""
-        if event.status not in RUN_ON_STATUSES or event.base_model != self.base_model:
+        if event.status not in self.settings.run_on or event.base_model != self.base_model:
             return None
         log.info(
             "adapter %s/%s %s: running golden set %r",

@@ -53,9 +53,10 @@ class Services:
         self.stops: list[Callable[[], None]] = []
         self.env: dict[str, str] = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
-    def script(self, name: str, *args: str, port: int) -> None:
-        """Start a service script (kafka_local / llm_local) and register its stop."""
-        data = self.out_dir / name
+    def script(self, name: str, *args: str, port: int, folder: str | None = None) -> Path:
+        """Start a service script (kafka_local / llm_local) in ``out_dir/folder`` (default:
+        its name) and register its stop; returns the folder."""
+        data = self.out_dir / (folder or name)
         cmd = [sys.executable, str(REPO / "scripts" / f"{name}.py")]
         subprocess.run([*cmd, "start", "--port", str(port), "--dir", str(data), *args], check=True)
 
@@ -63,6 +64,7 @@ class Services:
             subprocess.run([*cmd, "stop", "--dir", str(data)], check=False, capture_output=True)
 
         self.stops.append(stop)
+        return data
 
     def process(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = open(self.out_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child

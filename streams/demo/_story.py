@@ -7,15 +7,19 @@ story and stops everything it started, also on Ctrl-C or failure.
 
 The story (a customer-support assistant that must answer in JSON):
 
-1. a training set is generated, a baseline fitted on it, and the live model is checked
-   against the starter golden set;
+1. a training set is generated, a baseline fitted on it, and the live model (its own
+   llama.cpp server; the judge has another) is checked against the starter golden set;
 2. phase 1: in-distribution traffic — no drift alerts; judge scores recorded;
 3. phase 2: users ask about other domains and the answers degrade (rambling, broken
    format) — embedding and output drift alerts arrive live;
 4. reviewers correct the bad answers (feedback); the retrain gate fires; the trainer
    fine-tunes a LoRA adapter on CPU, evaluates it against the incumbent on the golden set
    and promotes or rejects it with the numbers;
-5. a summary from SQL and the HTML report.
+5. the deployer converts the promoted adapter to a GGUF LoRA and restarts the live
+   server with it; the worker runs the golden set against the server now serving it;
+6. phase 3: traffic to the new adapter; output drift is back to ``ok`` for it and the
+   judge's format mean recovers;
+7. a summary from SQL (with the whole timeline) and the HTML report.
 
 Traffic completions: SmolLM2 serves a slice of the requests for real (``live_requests``);
 on two CPU cores it writes ~15 tokens/s, so the bulk of the traffic is played from the
@@ -33,13 +37,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from streams.console import console
-
-if TYPE_CHECKING:
-    pass
-
 from streams.demo._services import (
     REPO,
     DemoFailed,
@@ -51,7 +51,14 @@ from streams.demo._services import (
     services,
     wait_until,
 )
-from streams.demo._summary import _evaluated_since, _print_drift, _summary
+from streams.demo._summary import (
+    _deployed,
+    _evaluated_since,
+    _golden_run,
+    _print_drift,
+    _recovered,
+    _summary,
+)
 from streams.demo._traffic import (
     BASE_MODEL,
     SYSTEM_PROMPT,
@@ -60,6 +67,10 @@ from streams.demo._traffic import (
     _publish,
     _send_feedback,
 )
+
+GOLDEN_FILE = REPO / "workers" / "golden" / "sets" / "starter.yaml"
+#: Generation cap of every golden run of the demo (the incumbent's and the worker's).
+GOLDEN_MAX_TOKENS = 96
 
 
 @dataclass
@@ -77,6 +88,7 @@ class DemoConfig:
     train_batch_size: int = 4
     eval_examples: int = 20
     max_new_tokens: int = 64
+    phase3_events: int = 300
     timeout_s: float = 900.0
     report: bool = True
 
@@ -108,10 +120,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     run_tag = uuid.uuid4().hex[:6]
     summary: dict[str, Any] = {}
     with services(cfg.out_dir) as svc:
-        _stage(0, "set-up: Kafka broker, judge/model server, store, topics")
+        _stage(0, "set-up: Kafka broker, judge and live model servers, store, topics")
         kafka_port, llm_port, store_port = free_port(), free_port(), free_port()
+        live_port = free_port()
         svc.script("kafka_local", port=kafka_port)
         svc.script("llm_local", port=llm_port)
+        # The live model has a server of its own: the deployer restarts it with each new
+        # adapter, and the judge must neither change model nor go offline then.
+        live_dir = svc.script("llm_local", port=live_port, folder="llm_live")
         store_dir = cfg.out_dir / "store"
         # A password of this run's own: the endpoint admits no one without one.
         store_login = {
@@ -129,6 +145,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         )
         store_url = f"http://127.0.0.1:{store_port}"
         base_url = f"http://127.0.0.1:{llm_port}/v1"
+        live_url = f"http://127.0.0.1:{live_port}/v1"
         store = wait_until(
             "store endpoint",
             lambda: _port_open(store_port) and _try_open(open_store, store_url, store_login),
@@ -158,8 +175,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         )  # fmt: skip
         save_baseline(store, baseline, json_path=cfg.out_dir / "baseline.json")
         console.print(f"baseline {baseline.baseline_id}: k={cfg.k}, n_fit={baseline.n_fit}")
-        golden = load_golden_set(REPO / "workers" / "golden" / "sets" / "starter.yaml")
-        chat = OpenAIChat(base_url, "smollm2-135m-instruct", max_tokens=96)
+        golden = load_golden_set(GOLDEN_FILE)
+        chat = OpenAIChat(live_url, "smollm2-135m-instruct", max_tokens=GOLDEN_MAX_TOKENS)
         result = _run(run_golden(golden, chat, base_model=BASE_MODEL, adapter_version="none",
                                  threshold=0.5, store=store, trigger="deploy", progress=True))  # fmt: skip
         console.print(
@@ -187,6 +204,16 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             "SENTRYML_RETRAIN_MIN_EXAMPLES": json.dumps({"style": cfg.feedback_examples // 2}),
             "SENTRYML_RETRAIN_COOLDOWN_DAYS": "0",
             "SENTRYML_RETRAIN_ALLOW_SHORT_COOLDOWN": "true",
+            # The deploy-triggered golden run, against the live server once it serves the
+            # new adapter (not on `promoted`: the old model still answers then).
+            "SENTRYML_GOLDEN_FILE": str(GOLDEN_FILE),
+            "SENTRYML_GOLDEN_BASE_URL": live_url,
+            "SENTRYML_GOLDEN_MODEL": "smollm2-135m-instruct",
+            "SENTRYML_GOLDEN_BASE_MODEL": BASE_MODEL,
+            "SENTRYML_GOLDEN_THRESHOLD": "0.5",
+            "SENTRYML_GOLDEN_MAX_TOKENS": str(GOLDEN_MAX_TOKENS),
+            "SENTRYML_GOLDEN_CONCURRENCY": "2",
+            "SENTRYML_GOLDEN_RUN_ON": '["deployed"]',
         }
         worker = svc.process(
             "worker", [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warn"],
@@ -212,6 +239,17 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
              "--set", f"max_eval_examples={cfg.eval_examples}"],
             trainer_env,
         )  # fmt: skip
+
+        deployer = svc.process(
+            "deployer",
+            [sys.executable, "-m", "streams.cli", "deployer"],
+            {
+                **common_env,
+                "SENTRYML_DEPLOY_TARGET": "llama_cpp",
+                "SENTRYML_DEPLOY_LLAMA_DIR": str(live_dir),
+                "SENTRYML_DEPLOY_CONSUMER_GROUP": f"demo-deployer-{run_tag}",
+            },
+        )
 
         alerts_seen: list[dict[str, Any]] = []
         alerts_consumer = Consumer(
@@ -245,7 +283,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             return int(store.query("SELECT sum(events) FROM flush_log").scalar() or 0)
 
         def check_alive() -> None:
-            for name, proc in (("worker", worker), ("trainer", trainer)):
+            for name, proc in (("worker", worker), ("trainer", trainer), ("deployer", deployer)):
                 if proc.poll() is not None:
                     raise DemoFailed(
                         f"the {name} exited ({proc.returncode}); see demo-out/{name}.log"
@@ -262,7 +300,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         phase1 = to_inference_logs(
             support_records(cfg.phase1_events, seed=2), base_model=BASE_MODEL, seed=2
         )
-        live = _live_completions(base_url, phase1[: cfg.live_requests])
+        live = _live_completions(live_url, phase1[: cfg.live_requests])
         _publish(producer_settings, live + phase1[cfg.live_requests :])
         wait_until(
             "phase 1 counted by the worker",
@@ -314,8 +352,69 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             every=2.0,
         )
 
-        _stage(5, "summary")
-        summary.update(_summary(store))
+        verdict = next(e for e in adapter_events if e["status"] in ("promoted", "rejected"))
+        summary["verdict"] = {k: verdict.get(k) for k in ("adapter_version", "status", "message")}
+        if verdict["status"] == "promoted":
+            version = verdict["adapter_version"]
+            _stage(5, f"deploy {version} to the live server; golden set on the live model")
+            wait_until(
+                f"the deployer to serve {version}",
+                lambda: tick() or _deployed(adapter_events, version),
+                cfg.timeout_s,
+                every=2.0,
+            )
+            # The trainer refits a baseline from the retrain set (the reviewers' corrections,
+            # half of them deflections); the adapter's intended traffic is the training set's.
+            refit = fit_baseline(
+                records, embedder, base_model=BASE_MODEL, adapter_version=version, k=cfg.k,
+                seed=0, source="demo-out/train.jsonl",
+            )  # fmt: skip
+            save_baseline(store, refit)
+            console.print(f"baseline {refit.baseline_id} refitted for {version}")
+            live_golden = wait_until(
+                f"the worker's golden run on the live server now serving {version}",
+                lambda: tick() or _golden_run(store, version),
+                cfg.timeout_s,
+                every=2.0,
+            )
+            summary["live_golden"] = live_golden
+            summary["incumbent_golden"] = {
+                "adapter_version": "none", "passed": result.run.passed,
+                "total": result.run.total, "pass_rate": result.run.pass_rate,
+            }  # fmt: skip
+            console.print(
+                f"golden on the live model: {version} {live_golden['passed']}/"
+                f"{live_golden['total']} vs the incumbent {result.run.passed}/{result.run.total}"
+            )
+
+            _stage(6, f"phase 3: {cfg.phase3_events} requests to {version}")
+            phase3 = to_inference_logs(
+                support_records(cfg.phase3_events, seed=7), base_model=BASE_MODEL,
+                adapter_version=version, seed=7,
+            )  # fmt: skip
+            live3 = _live_completions(live_url, phase3[: cfg.live_requests])
+            before = counted()
+            _publish(producer_settings, live3 + phase3[cfg.live_requests :])
+            wait_until(
+                "phase 3 counted by the worker",
+                lambda: tick() or counted() >= before + cfg.phase3_events,
+                cfg.timeout_s,
+            )
+            summary["recovery"] = wait_until(
+                f"output drift of {version} evaluated as ok",
+                lambda: tick() or _recovered(store, version),
+                cfg.timeout_s,
+                every=2.0,
+            )
+            _print_drift(store, "phase 3", adapter_version=version)
+        else:
+            console.print(
+                "[bold yellow]the candidate was not promoted[/]: nothing to deploy "
+                f"({verdict.get('message', '')})"
+            )
+
+        _stage(7, "summary")
+        summary.update(_summary(store, summary.get("recovery")))
         summary["alerts_received"] = len(alerts_seen)
         summary["adapter_events"] = [(e["adapter_version"], e["status"]) for e in adapter_events]
         summary["minutes"] = round((time.monotonic() - started) / 60, 1)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
+from schemas.events import AdapterStatus
 from workers.settings import Section
 
 
@@ -16,6 +17,11 @@ class GoldenSettings(Section):
     """
 
     enabled: bool = True
+    run_on: tuple[AdapterStatus, ...] = Field(
+        ("promoted", "deployed"),
+        description="Adapter events that start a run; with a deployer, ['deployed'] runs "
+        "only once the server serves the adapter",
+    )
     file: Path | None = Field(None, description="Golden set (.jsonl/.yaml); None = no runs")
     base_url: str = Field("http://127.0.0.1:8080/v1", description="OpenAI-compatible endpoint")
     model: str = Field("smollm2-135m-instruct", description="Model name sent to the endpoint")
