@@ -14,7 +14,8 @@ import faust
 
 from schemas.events import Feedback, decode_event
 from schemas.exceptions import InvalidEvent
-from streams.agents.ingest import deliver, dlq_headers, raw_record, retry_forever
+from streams.agents._plumbing import deliver, raw_record, retry_forever
+from streams.agents.ingest import dlq_headers
 from streams.app import WorkerContext, raw_topic
 from workers.ingest import RawRecord, Rejected, redact_rejected
 from workers.redact import Redactor
