@@ -122,7 +122,7 @@ def run(
     from bench.worker import fit
     from schemas.topics import Topics
     from streams.app import create_app
-    from streams.config import ProducerSettings, WorkerSettings
+    from streams.config import JudgeSettings, ProducerSettings, WorkerSettings
     from streams.producer import InferenceLogger
     from tests.harness import running
     from workers.baseline import save_baseline
@@ -143,6 +143,7 @@ def run(
         store=config,
         consumer_group=group,
         drift=DriftSettings(interval_s=1.0),
+        judge=JudgeSettings(enabled=False),  # ingest and drift alone: no judge sample
         worker_id="bench-latency",
     )
     app, _ctx = create_app(

@@ -283,7 +283,7 @@ def run_worker(
     """Run the ingest agent until ``stop_after`` events are flushed (or ``max_seconds`` after
     its first flush, once it has 3 flushes); the rate comes from ``flush_log``."""
     from streams.app import create_app
-    from streams.config import IngestSettings, WorkerSettings
+    from streams.config import IngestSettings, JudgeSettings, WorkerSettings
     from tests.harness import running
     from workers.baseline import save_baseline
     from workers.store import open_store
@@ -299,6 +299,7 @@ def run_worker(
         store=store_config,
         consumer_group=group,
         ingest=IngestSettings(embed_sample_rate=sample_rate, batch_max=batch_max),
+        judge=JudgeSettings(enabled=False),  # the ingest agent alone: no judge sample
         worker_id=f"bench-{label}",
     )
     app, ctx = create_app(settings, store=store, agent_modules=("streams.agents.ingest",))
@@ -398,7 +399,7 @@ def round_robin(
 
     from schemas.topics import Topics
     from streams.app import create_app
-    from streams.config import IngestSettings, WorkerSettings
+    from streams.config import IngestSettings, JudgeSettings, WorkerSettings
     from tests.harness import running
     from workers.baseline import save_baseline
     from workers.embedding import minilm_path
@@ -443,6 +444,7 @@ def round_robin(
                 store=config,
                 consumer_group=group,
                 ingest=IngestSettings(embed_sample_rate=side.sample_rate, batch_max=chunk),
+                judge=JudgeSettings(enabled=False),  # the ingest agent alone: no judge sample
                 worker_id=f"bench-{side.label}",
             )
             app, ctx = create_app(settings, store=store, agent_modules=("streams.agents.ingest",))

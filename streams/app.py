@@ -1,9 +1,12 @@
 """The Faust application, built by a factory (never a module global).
 
 ``create_app`` wires settings, the store, the topics and an injected clock into a
-:class:`WorkerContext`, then lets each agent module in :data:`AGENT_MODULES` register its
-agents and timers on the app. Agents stay thin: they iterate, call the pure functions in
-``workers/``, and send results.
+:class:`WorkerContext`, builds once what the agents share (the ingest processor, the judge
+sampler and client, the alert sinks, the drift lock, the retrain-request sender) as typed
+attributes of it, then lets each agent module in :data:`AGENT_MODULES` register its agents
+and timers on the app. Agents only read the context, so the order they register in does not
+matter. They stay thin: they iterate, call the pure functions in ``workers/``, and send
+results.
 
 >>> app, ctx = create_app(WorkerSettings())          # doctest: +SKIP
 >>> run_worker(app, ctx)                              # doctest: +SKIP
@@ -12,6 +15,7 @@ agents and timers on the app. Agents stay thin: they iterate, call the pure func
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import math
@@ -21,14 +25,20 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 import faust
 
-from schemas.events import Alert, utcnow
+from schemas.events import utcnow
 from schemas.topics import Topics
 from streams.config import WorkerSettings
+from streams.topics import TopicEpochs
+from workers.alerts import AlertSink, post_webhook
+from workers.embedding import Embedder, load_embedder
+from workers.ingest import IngestProcessor
+from workers.judge import JudgeClient, JudgeSampler, JudgeSettings
+from workers.redact import Redactor
 from workers.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -136,17 +146,81 @@ EXIT_FATAL = 70
 EXIT_STOP_TIMEOUT = 75
 
 
+class Keyed(Protocol):
+    """An event sent keyed by its model (:class:`Alert`, :class:`RetrainRequest`)."""
+
+    @property
+    def base_model(self) -> str: ...
+
+    def to_bytes(self) -> bytes: ...
+
+
+Publish = Callable[[Keyed], Awaitable[None]]
+
+
+def raw_topic(app: faust.App, name: str) -> faust.TopicT:
+    """A topic of raw bytes: agents validate with ``decode_event`` themselves, so a bad
+    message reaches our DLQ logic instead of failing inside Faust's deserializer."""
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
+def publisher(app: faust.App, topic: str) -> Publish:
+    """Send an event to ``topic`` (keyed by model) and wait until it is delivered."""
+    target = raw_topic(app, topic)
+
+    async def publish(event: Keyed) -> None:
+        fut = await target.send(key=event.base_model.encode(), value=event.to_bytes())
+        await fut
+
+    return publish
+
+
+@dataclass(frozen=True)
+class AlertSinks:
+    """The worker's alert sinks (store row, alerts topic, optional webhook), built once."""
+
+    #: The drift evaluator's: the incident state decides what to send, so it suppresses
+    #: nothing (renotify 0).
+    drift: AlertSink
+    #: Golden runs': renotifies after ``SENTRYML_DRIFT_RENOTIFY_S``; with
+    #: ``SENTRYML_GOLDEN_WEBHOOK_URL`` it also posts there and renotifies after 1 h.
+    golden: AlertSink
+
+
+@dataclass(frozen=True)
+class JudgeParts:
+    """The judge's pieces: the ingest agent samples with ``sampler`` (sending the chosen
+    logs to the judge-requests topic), the judge agent scores with ``client``, and its
+    timers page through ``budget_alerts`` (once per model per UTC day) and ``drop_alerts``."""
+
+    sampler: JudgeSampler
+    client: JudgeClient
+    budget_alerts: AlertSink
+    drop_alerts: AlertSink
+
+
 @dataclass
 class WorkerContext:
-    """Everything an agent needs, injected: config, store, topic names, clock, metrics."""
+    """Everything an agent needs, injected: config, store, topic names, clock, metrics, and
+    what the agents share, built once by :func:`create_app` (agents only read it)."""
 
     settings: WorkerSettings
     store: Store
     topics: Topics
+    #: What the ingest agent hands each batch to.
+    ingest: IngestProcessor
+    alerts: AlertSinks
+    #: Sends a retrain request to its topic and waits for delivery.
+    retrain_send: Publish
+    #: None when the judge is off (``SENTRYML_JUDGE_ENABLED=false``): nothing is sampled.
+    judge: JudgeParts | None = None
     now: Callable[[], datetime] = utcnow
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
-    extras: dict[str, Any] = field(default_factory=dict)
     health: IngestHealth = field(default_factory=IngestHealth)
+    #: Drift evaluation rounds never overlap (:func:`streams.agents.drift.evaluate_once`).
+    drift_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: The error that ended the worker (``fail``), if one did.
     fatal: BaseException | None = None
     #: Stops the worker; ``create_app`` stops the app, ``run_worker`` the whole process.
@@ -164,23 +238,58 @@ class WorkerContext:
         self.stop()
 
 
-def raw_topic(app: faust.App, name: str) -> faust.TopicT:
-    """A topic of raw bytes: agents validate with ``decode_event`` themselves, so a bad
-    message reaches our DLQ logic instead of failing inside Faust's deserializer."""
-    return app.topic(
-        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+def _alert_sinks(
+    settings: WorkerSettings, store: Store, publish: Publish, now: Callable[[], datetime]
+) -> AlertSinks:
+    drift = AlertSink(store, publish, renotify=timedelta(0), now=now)
+    hook = settings.golden.webhook_url
+    if not hook:
+        renotify = timedelta(seconds=settings.drift.renotify_s)
+        return AlertSinks(drift=drift, golden=AlertSink(store, publish, renotify=renotify, now=now))
+    # Posted to the webhook too, before the run is reported done.
+    webhook = functools.partial(post_webhook, hook.get_secret_value())
+    golden = AlertSink(store, publish, renotify=timedelta(hours=1), now=now, webhook=webhook)
+    return AlertSinks(drift=drift, golden=golden)
+
+
+def _judge_parts(
+    settings: JudgeSettings, store: Store, publish: Publish, now: Callable[[], datetime]
+) -> JudgeParts | None:
+    if not settings.enabled:
+        return None
+    return JudgeParts(
+        sampler=JudgeSampler(settings, store=store, now=now),
+        client=JudgeClient(settings, now=now),
+        # A budget alert's window is its UTC day, so one per model per day across workers.
+        budget_alerts=AlertSink(store, publish, renotify=timedelta(days=1), now=now),
+        drop_alerts=AlertSink(
+            store, publish, renotify=timedelta(seconds=settings.renotify_s), now=now
+        ),
     )
 
 
-def alert_publisher(app: faust.App, ctx: WorkerContext) -> Callable[[Alert], Awaitable[None]]:
-    """Send an alert to the alerts topic (keyed by model) and wait until it is delivered."""
-    topic = raw_topic(app, ctx.topics.alerts)
-
-    async def publish(alert: Alert) -> None:
-        fut = await topic.send(key=alert.base_model.encode(), value=alert.to_bytes())
-        await fut
-
-    return publish
+def _ingest_processor(
+    settings: WorkerSettings,
+    store: Store,
+    now: Callable[[], datetime],
+    embedder_factory: Callable[[str], Embedder],
+) -> IngestProcessor:
+    # Its AdminClient connects on the first batch: an app without the ingest agent never does.
+    epochs = functools.cache(lambda: TopicEpochs(settings.kafka))
+    return IngestProcessor(
+        store,
+        consumer_group=settings.consumer_group,
+        worker_id=settings.worker_id,
+        redactor=Redactor.from_settings(settings.redaction),
+        max_event_bytes=settings.max_event_bytes,
+        embed_sample_rate=settings.ingest.embed_sample_rate,
+        embed_batch_size=settings.ingest.embed_batch_size,
+        now=now,
+        max_event_age=timedelta(days=settings.ingest.max_event_age_days),
+        topic_epoch=lambda topic: epochs()(topic),
+        # Called when a baseline first needs its embedder (name -> Embedder).
+        embedder_factory=embedder_factory,
+    )
 
 
 def _faust_broker_options(settings: WorkerSettings) -> dict[str, Any]:
@@ -201,13 +310,15 @@ def create_app(
     store: Store | None = None,
     now: Callable[[], datetime] = utcnow,
     agent_modules: Sequence[str] = AGENT_MODULES,
+    embedder_factory: Callable[[str], Embedder] = load_embedder,
 ) -> tuple[faust.App, WorkerContext]:
-    """Build a Faust app and its context; nothing connects until the app starts."""
+    """Build a Faust app and its context; nothing connects until the app starts.
+
+    ``embedder_factory`` (a baseline's embedder name -> :class:`Embedder`) replaces
+    :func:`workers.embedding.load_embedder`, e.g. with a test's embedder."""
     settings = settings or WorkerSettings()
     store = store or open_store(settings.store)
-    ctx = WorkerContext(
-        settings=settings, store=store, topics=Topics(settings.kafka.topic_prefix), now=now
-    )
+    topics = Topics(settings.kafka.topic_prefix)
     app = faust.App(
         settings.consumer_group,
         **_faust_broker_options(settings),
@@ -225,6 +336,17 @@ def create_app(
         broker_session_timeout=settings.session_timeout_s,
         stream_wait_empty=True,
         logging_config=None,
+    )
+    publish_alert = publisher(app, topics.alerts)
+    ctx = WorkerContext(
+        settings=settings,
+        store=store,
+        topics=topics,
+        now=now,
+        ingest=_ingest_processor(settings, store, now, embedder_factory),
+        alerts=_alert_sinks(settings, store, publish_alert, now),
+        judge=_judge_parts(settings.judge, store, publish_alert, now),
+        retrain_send=publisher(app, topics.retrain_requests),
     )
     ctx.stop = lambda: _stop_app(app)
     for name in agent_modules:

@@ -105,7 +105,7 @@ def test_scores_are_stored_once_failures_go_to_the_dlq_and_offsets_commit(
             kafka=kafka, store=store_settings, consumer_group=group, judge=judge
         )
         app, ctx = create_app(settings, store=store, agent_modules=("streams.agents.judge",))
-        assert ctx.extras["judge_sampler"].rate_for(MODEL) == 0.02
+        assert ctx.judge is not None and ctx.judge.sampler.rate_for(MODEL) == 0.02
 
         # spent-model already used its 10 tokens today
         store.insert(

@@ -10,8 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from schemas.events import Alert, JudgeScore
-from schemas.topics import Topics
-from streams.app import WorkerContext
 from streams.config import WorkerSettings
 from tests.servers.faulty_openai import FaultyOpenAI
 from workers.alerts import AlertSink
@@ -97,11 +95,13 @@ def test_rolling_means_drop_rule_and_renotify(store) -> None:
         published.append(alert)
 
     settings = WorkerSettings(judge=JudgeSettings(baseline_means={"format": 4.2}))
-    ctx = WorkerContext(settings=settings, store=store, topics=Topics(), now=lambda: NOW)
     sink = AlertSink(store, publish, renotify=timedelta(hours=6), now=lambda: NOW)
-    sent = asyncio.run(check_judge_drops(ctx, sink, NOW))
+    sent = asyncio.run(check_judge_drops(settings.judge, store, sink, NOW))
     assert len(sent) == 3 and len(published) == 3
-    assert asyncio.run(check_judge_drops(ctx, sink, NOW + timedelta(minutes=5))) == []
+    assert (
+        asyncio.run(check_judge_drops(settings.judge, store, sink, NOW + timedelta(minutes=5)))
+        == []
+    )
     stored = store.query("SELECT feature, window FROM alerts WHERE kind = 'judge_drop'").rows
     assert sorted(stored) == sorted(set(got))
 

@@ -25,7 +25,7 @@ import pytest
 
 from schemas.events import Alert
 from schemas.topics import Topics
-from streams.app import EXIT_FATAL, EXIT_STOP_TIMEOUT, alert_publisher, create_app
+from streams.app import EXIT_FATAL, EXIT_STOP_TIMEOUT, create_app, publisher
 from streams.config import IngestSettings, WorkerSettings
 from streams.topics import create_topics
 from tests.conftest import wait_for
@@ -504,7 +504,9 @@ def test_an_alert_whose_publish_failed_is_not_suppressed_and_is_delivered_later(
         kind="drift", feature="output_length", window="1h", severity="alert", value=0.4,
         threshold=0.2, sample_size=500, message="output_length drifted: PSI 0.40 >= 0.20",
     )  # fmt: skip
-    sink = AlertSink(store, alert_publisher(app, ctx), renotify=timedelta(hours=1), now=lambda: now)
+    sink = AlertSink(
+        store, publisher(app, ctx.topics.alerts), renotify=timedelta(hours=1), now=lambda: now
+    )
 
     async def emit() -> list[Alert] | Exception:
         try:

@@ -157,8 +157,12 @@ def test_an_event_that_crashes_the_embedder_goes_to_the_dlq_and_its_batch_is_cou
     ordered = [*good[:15], bug, *good[15:]]
     produce(kafka, topics.inference_logs, [(b"one-key", e.to_bytes()) for e in ordered])
 
-    app, ctx = create_app(settings, store=store, agent_modules=("streams.agents.ingest",))
-    ctx.extras["embedder_factory"] = lambda name: {embedder.name: embedder}[name]
+    app, ctx = create_app(
+        settings,
+        store=store,
+        agent_modules=("streams.agents.ingest",),
+        embedder_factory=lambda name: {embedder.name: embedder}[name],
+    )
     with running(app):
         # Acked only after the DLQ delivery: nothing is left uncommitted, nothing skipped.
         wait_for(lambda: _caught_up(kafka, settings.consumer_group), timeout=120, what="all acked")

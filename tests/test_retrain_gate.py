@@ -374,7 +374,7 @@ def test_all_rules_together_fire_a_request_through_the_worker(
     app, ctx = create_app(settings, store=store, now=lambda: NOW,
                           agent_modules=["streams.agents.retrain_gate"])  # fmt: skip
     with running(app) as runner:
-        (outcome,) = runner.call(run_gate(ctx, ctx.extras["retrain_gate.send"]))
+        (outcome,) = runner.call(run_gate(ctx, ctx.retrain_send))
     assert outcome.decision.fire and outcome.request is not None
     (request,) = _consume_requests(kafka, 1)
     assert request == outcome.request

@@ -164,15 +164,12 @@ def test_pii_canaries_reach_no_table_no_dlq_no_judge_request_no_training_set_no_
         store=store_settings,
         consumer_group=f"g-{uuid.uuid4().hex[:8]}",
         ingest=IngestSettings(batch_max=100, batch_seconds=0.5),
-        judge=JudgeSettings(enabled=False),
+        # Judge every accepted event, so the judge-requests topic sees all of them (the
+        # ingest agent samples; the judge agent itself does not run here).
+        judge=JudgeSettings(sample_rate=1.0, allow_rate_override=True, daily_token_budget=None),
     )
-    app, ctx = create_app(
+    app, _ctx = create_app(
         settings, store=store, agent_modules=("streams.agents.ingest", "streams.agents.feedback")
-    )
-    # Judge every accepted event, so the judge-requests topic sees all of them.
-    ctx.extras["judge_sampler"] = JudgeSampler(
-        JudgeSettings(sample_rate=1.0, allow_rate_override=True, daily_token_budget=None),
-        store=store,
     )
     with running(app):
         wait_for(

@@ -202,8 +202,8 @@ def test_domain_shift_raises_embedding_and_output_drift_alerts(kafka, store, wor
     t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
     clock = {"now": t0}
     ctx.now = lambda: clock["now"]
-    ctx.extras["alert_sink"].now = ctx.now
-    ctx.extras["drift_alert_sink"].now = ctx.now
+    ctx.alerts.golden.now = ctx.now
+    ctx.alerts.drift.now = ctx.now
 
     # Phase 1: 5,000 in-distribution events in the half hour before t0.
     phase1 = [

@@ -33,6 +33,7 @@ from typing import Any
 from schemas.events import AdapterEvent, utcnow
 from trainer.exceptions import AdapterNotFound, TrainerError
 from workers.adapters import LIVE_STATUSES, live_adapter_row
+from workers.kafka import KafkaSettings, NotDelivered, SyncPublisher
 from workers.store import Store
 
 log = logging.getLogger(__name__)
@@ -225,29 +226,19 @@ class AdapterEventPublisher:
     """Publish :class:`AdapterEvent` s to the adapter-events topic (key = base model) and
     wait for delivery; a failed delivery raises (the caller records it)."""
 
-    def __init__(self, kafka: Any, topic: str, timeout: float = 30.0) -> None:
-        from confluent_kafka import Producer
-
+    def __init__(self, kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> None:
         self.topic = topic
         self.timeout = timeout
-        self._producer = Producer({**kafka.client_config(), "acks": "all", "linger.ms": 0})
+        self._publisher = SyncPublisher(kafka, timeout_s=timeout, config={"linger.ms": 0})
 
     def publish(self, event: AdapterEvent) -> None:
-        errors: list[str] = []
-
-        def _on_delivery(err: Any, _msg: Any) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        self._producer.produce(
-            self.topic, key=event.base_model, value=event.to_bytes(), on_delivery=_on_delivery
-        )
-        remaining = self._producer.flush(self.timeout)
-        if remaining or errors:
+        try:
+            self._publisher.publish(self.topic, event.base_model, event.to_bytes())
+        except NotDelivered as exc:
             raise TrainerError(
                 f"adapter event {event.status} for {event.base_model}/{event.adapter_version} "
-                f"was not delivered to {self.topic}: {errors or 'timed out'}; check the broker"
-            )
+                f"was not delivered to {self.topic}: {exc.errors or 'timed out'}; check the broker"
+            ) from exc
         log.info(
             "adapter event %s %s/%s sent to %s",
             event.status,

@@ -1,4 +1,5 @@
-"""The drift evaluator: a leader-only timer over rolling windows, plus the shared alert sink."""
+"""The drift evaluator: a leader-only timer over rolling windows, alerting through
+``ctx.alerts.drift``."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ from datetime import timedelta
 import faust
 
 from schemas.events import Alert
-from streams.app import WorkerContext, alert_publisher
-from workers.alerts import AlertSink
+from streams.app import WorkerContext
 from workers.drift import evaluate_drift, plan_incidents
 from workers.drift import save as save_incidents
 from workers.store.exceptions import StoreError
@@ -24,8 +24,7 @@ async def evaluate_once(ctx: WorkerContext) -> list[Alert]:
     Rounds never overlap (a lock): each reads the incident state the previous one saved,
     so a slow round and the next timer tick cannot both open the same incident.
     """
-    lock = ctx.extras.setdefault("drift_lock", asyncio.Lock())
-    async with lock:
+    async with ctx.drift_lock:
         return await _evaluate_once(ctx)
 
 
@@ -61,23 +60,13 @@ async def _evaluate_once(ctx: WorkerContext) -> list[Alert]:
             alert_windows=settings.alert_windows,
         ),
     )
-    sink: AlertSink = ctx.extras["drift_alert_sink"]
-    sent = await sink.emit(notices)
+    sent = await ctx.alerts.drift.emit(notices)
     await loop.run_in_executor(None, lambda: save_incidents(ctx.store, changed))
     return sent
 
 
 def register(app: faust.App, ctx: WorkerContext) -> None:
     settings = ctx.settings.drift
-    ctx.extras["alert_sink"] = AlertSink(
-        ctx.store,
-        alert_publisher(app, ctx),
-        renotify=timedelta(seconds=settings.renotify_s),
-        now=ctx.now,
-    )
-    ctx.extras["drift_alert_sink"] = AlertSink(
-        ctx.store, alert_publisher(app, ctx), renotify=timedelta(0), now=ctx.now
-    )
 
     @app.timer(settings.interval_s, on_leader=True, name="drift-evaluator")
     async def drift_evaluator() -> None:

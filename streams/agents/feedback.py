@@ -14,7 +14,7 @@ import faust
 
 from schemas.events import Feedback, decode_event
 from schemas.exceptions import InvalidEvent
-from streams.agents.ingest import deliver, raw_record, retry_forever
+from streams.agents._plumbing import deliver, raw_record, retry_forever
 from streams.app import WorkerContext, raw_topic
 from workers.dlq import RawRecord, Rejected, dlq_headers, redact_rejected
 from workers.redact import Redactor

@@ -10,24 +10,22 @@ Off unless a golden file is configured (``SENTRYML_GOLDEN_FILE``); then the work
   with status ``promoted`` or ``deployed`` arrives for the configured base model.
 
 Runs are serialized (one at a time per worker). A pass rate under threshold pages through
-the shared :class:`workers.alerts.AlertSink` (store row, alerts topic, optional webhook).
+``ctx.alerts.golden`` (store row, alerts topic, optional webhook).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import faust
 
 from schemas.events import AdapterEvent, GoldenTrigger, decode_event
 from schemas.exceptions import InvalidEvent, SentryMLError
-from streams.app import WorkerContext, alert_publisher, raw_topic
+from streams.app import WorkerContext, raw_topic
 from workers.adapters import live_adapter_version
-from workers.alerts import AlertSink, post_webhook
 from workers.golden import (
     AlertEmitter,
     Generate,
@@ -157,25 +155,6 @@ class GoldenService:
         return await self.run(adapter_version=adapter, trigger="daily")
 
 
-def _alert_sink(app: faust.App, ctx: WorkerContext, settings: GoldenSettings) -> AlertSink:
-    shared = ctx.extras.get("alert_sink")
-    webhook = (
-        functools.partial(post_webhook, settings.webhook_url.get_secret_value())
-        if settings.webhook_url
-        else None
-    )
-    if isinstance(shared, AlertSink) and webhook is None:
-        return shared
-    # Delivered before the run is reported done.
-    return AlertSink(
-        ctx.store,
-        alert_publisher(app, ctx),
-        renotify=timedelta(hours=1),
-        now=ctx.now,
-        webhook=webhook,
-    )
-
-
 def register(app: faust.App, ctx: WorkerContext) -> None:
     settings = ctx.settings.golden
     if not settings.enabled or settings.file is None:
@@ -190,10 +169,9 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         settings,
         store=ctx.store,
         now=ctx.now,
-        alerts=_alert_sink(app, ctx, settings),
+        alerts=ctx.alerts.golden,
         judge_settings=ctx.settings.judge,
     )
-    ctx.extras["golden"] = service
     adapter_events = raw_topic(app, ctx.topics.adapter_events)
 
     async def guarded(what: str, coro: Awaitable[GoldenRunResult | None]) -> None:

@@ -1,9 +1,10 @@
 """The judge agent: sampled inference logs in, ``judge_scores`` rows and DLQ entries out.
 
-``register`` also puts the :class:`workers.judge.JudgeSampler` in
-``ctx.extras["judge_sampler"]`` — the ingest agent calls its ``select`` per batch and sends
-the chosen (redacted) logs to the judge-requests topic — and adds two timers: delivery of
-budget alerts raised by the sampler, and (leader only) the 7-day rolling judge-drop check.
+The :class:`workers.judge.JudgeSampler` is ``ctx.judge.sampler`` (built by
+``streams.app.create_app``) — the ingest agent calls its ``select`` per batch and sends
+the chosen (redacted) logs to the judge-requests topic. ``register`` adds the agent and two
+timers: delivery of budget alerts raised by the sampler, and (leader only) the 7-day rolling
+judge-drop check.
 
 The agent is thin: it takes a batch without acking (``noack_take``), has
 :func:`workers.judge.judge_batch` score it with bounded concurrency, sends failures to the
@@ -19,21 +20,20 @@ import asyncio
 import functools
 import json
 import logging
-import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import faust
 
 from schemas.events import Alert
-from streams.agents.ingest import raw_record
-from streams.app import WorkerContext, alert_publisher, raw_topic
+from streams.agents._plumbing import raw_record, retry_forever
+from streams.app import WorkerContext, raw_topic
 from workers.alerts import AlertSink
 from workers.dlq import RawRecord, dlq_headers
 from workers.judge import (
-    JudgeClient,
     JudgedBatch,
     JudgeSampler,
+    JudgeSettings,
     judge_batch,
     judge_drop_alerts,
     rolling_judge_means,
@@ -52,35 +52,21 @@ async def store_scores(store: Store, batch: JudgedBatch, *, max_backoff: float =
     """
     if not batch.rows:
         return
-    loop = asyncio.get_running_loop()
-    delay = 0.5
-    attempt = 0
-    while True:
-        try:
-            await loop.run_in_executor(
-                None,
-                lambda: store.insert("judge_scores", batch.rows, dedup_token=batch.dedup_token),
-            )
-            return
-        except StoreError as exc:
-            attempt += 1
-            log.error(
-                "storing %d judge scores failed (attempt %d), not acking; retrying in %.1fs: %s",
-                len(batch.rows),
-                attempt,
-                delay,
-                exc,
-            )
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, max_backoff)
+    await retry_forever(
+        lambda: store.insert("judge_scores", batch.rows, dedup_token=batch.dedup_token),
+        what=f"storing {len(batch.rows)} judge scores",
+        max_backoff=max_backoff,
+        transient=(StoreError,),
+    )
 
 
-async def check_judge_drops(ctx: WorkerContext, sink: AlertSink, now: datetime) -> list[Alert]:
+async def check_judge_drops(
+    settings: JudgeSettings, store: Store, sink: AlertSink, now: datetime
+) -> list[Alert]:
     """One rolling-mean evaluation: read both windows, decide, emit (with renotify)."""
-    settings = ctx.settings.judge
     loop = asyncio.get_running_loop()
     window = timedelta(seconds=settings.rolling_window_s)
-    means = await loop.run_in_executor(None, rolling_judge_means, ctx.store, now, window)
+    means = await loop.run_in_executor(None, rolling_judge_means, store, now, window)
     alerts = judge_drop_alerts(
         means,
         drop_delta=settings.drop_delta,
@@ -113,24 +99,13 @@ def _decided(decisions: dict[str, bool], model: str) -> bool:
 
 def register(app: faust.App, ctx: WorkerContext) -> None:
     settings = ctx.settings.judge
-    if not settings.enabled:
+    parts = ctx.judge
+    if parts is None:
         log.info("judge disabled (SENTRYML_JUDGE_ENABLED=false): no sampling, no judge agent")
         return
-    sampler = JudgeSampler(settings, store=ctx.store, now=ctx.now)
-    client = JudgeClient(settings, now=ctx.now)
-    ctx.extras["judge_sampler"] = sampler
-    ctx.extras["judge_client"] = client
-
+    sampler, client = parts.sampler, parts.client
     requests = raw_topic(app, ctx.topics.judge_requests)
     dlq = raw_topic(app, ctx.topics.dlq)
-    publish = alert_publisher(app, ctx)
-
-    # A budget alert's window is its UTC day, so one per model per day across workers.
-    budget_sink = AlertSink(ctx.store, publish, renotify=timedelta(days=1), now=ctx.now)
-    drop_sink = AlertSink(
-        ctx.store, publish, renotify=timedelta(seconds=settings.renotify_s), now=ctx.now
-    )
-    ctx.extras["judge_alert_sinks"] = {"budget": budget_sink, "drop": drop_sink}
     metrics = ctx.metrics
 
     @app.agent(requests, name="judge")
@@ -179,7 +154,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         if not alerts:
             return
         try:
-            delivered = await budget_sink.emit(alerts)
+            delivered = await parts.budget_alerts.emit(alerts)
         except Exception as exc:  # the store or the alerts topic: keep them for the next tick
             sampler.defer_alerts(alerts)
             log.error("cannot deliver judge budget alerts yet, will retry: %r", exc)
@@ -189,6 +164,6 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
     @app.timer(settings.alert_interval_s, on_leader=True, name="judge-drop-check")
     async def judge_drop_check() -> None:
         try:
-            await check_judge_drops(ctx, drop_sink, ctx.now())
+            await check_judge_drops(settings, ctx.store, parts.drop_alerts, ctx.now())
         except Exception as exc:  # re-evaluated next round, an undelivered alert with it
             log.error("judge drop check failed this round, retried next round: %r", exc)

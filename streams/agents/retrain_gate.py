@@ -19,7 +19,7 @@ import faust
 
 from schemas.events import RetrainRequest
 from schemas.exceptions import SentryMLError
-from streams.app import WorkerContext, raw_topic
+from streams.app import WorkerContext
 from workers.retrain_gate import (
     FIRED,
     HELD,
@@ -95,18 +95,11 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
     if not settings.enabled:
         log.info("retrain gate off (SENTRYML_RETRAIN_ENABLED=false)")
         return
-    topic = raw_topic(app, ctx.topics.retrain_requests)
-
-    async def send(request: RetrainRequest) -> None:
-        fut = await topic.send(key=request.base_model.encode(), value=request.to_bytes())
-        await fut  # delivered before the decision is recorded
-
-    ctx.extras["retrain_gate.send"] = send
 
     @app.timer(settings.interval_s, on_leader=True, name="retrain-gate")
     async def retrain_gate() -> None:
         try:
-            await run_gate(ctx, send)
+            await run_gate(ctx, ctx.retrain_send)
         except SentryMLError as exc:  # store down: log, count, try again next tick
             ctx.metrics.inc("sentryml_retrain_gate_errors_total")
             log.error("retrain gate check failed: %s", exc)

@@ -10,19 +10,23 @@ Both are plain ``async`` callables of one :class:`~schemas.events.Alert`, so the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
-import random
 from typing import Any
 
 import httpx
 
 from schemas.events import Alert
 from schemas.exceptions import SentryMLError
-from workers.kafka import KafkaSettings
-
-log = logging.getLogger(__name__)
+from workers.kafka import KafkaSettings, NotDelivered, SyncPublisher
+from workers.retry import (
+    Classify,
+    RetriesExhausted,
+    Retry,
+    RetryPolicy,
+    retry_after_s,
+    retry_async,
+    transient_status,
+)
 
 __all__ = [
     "KafkaAlertPublisher",
@@ -53,13 +57,29 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
     return {"text": text, "sentryml": json.loads(alert.to_bytes())}
 
 
-def _backoff(attempt: int, base: float, retry_after: str | None) -> float:
-    delay = base * 2**attempt * (0.5 + random.random())
-    if retry_after is not None:
-        # An HTTP-date Retry-After is not parsed: keep our own backoff then.
-        with contextlib.suppress(ValueError):
-            delay = max(delay, min(float(retry_after), 30.0))
-    return delay
+class _HTTPStatus(Exception):
+    """A webhook answer other than 2xx, for :func:`_classify` to judge."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}: {response.text[:200]}")
+        self.response = response
+
+
+def _classify(alert: Alert) -> Classify:
+    """Timeouts, connection errors, 408, 429 and 5xx are retried (honouring
+    ``Retry-After``); any other answer is a refusal, raised as :class:`NotifyError`."""
+
+    def classify(exc: Exception) -> Retry | None:
+        if isinstance(exc, httpx.TransportError):
+            return Retry("connection", f"{type(exc).__name__}: {exc}")
+        if not isinstance(exc, _HTTPStatus):
+            return None
+        status = exc.response.status_code
+        if not transient_status(status):
+            raise NotifyError(f"webhook rejected alert {alert.alert_id}: {exc}") from exc
+        return Retry(f"http_{status}", str(exc), retry_after_s(exc.response.headers))
+
+    return classify
 
 
 async def post_webhook(
@@ -71,38 +91,33 @@ async def post_webhook(
     backoff_s: float = 0.5,
     timeout_s: float = 10.0,
 ) -> None:
-    """POST the alert as Slack-compatible JSON; retry timeouts, 429 and 5xx with backoff.
+    """POST the alert as Slack-compatible JSON; retry timeouts, 429 and 5xx with backoff
+    (:mod:`workers.retry`).
 
     Raises :class:`NotifyError` on a 4xx other than 408/429 (not retried) or when retries
     are exhausted.
     """
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
+    policy = RetryPolicy(max_attempts=retries + 1, base_s=backoff_s, max_s=30.0)
     own = client is None
     http = client or httpx.AsyncClient(timeout=timeout_s)
     payload = slack_payload(alert)
+
+    async def post() -> None:
+        resp = await http.post(url, json=payload)
+        if resp.status_code >= 300:
+            raise _HTTPStatus(resp)
+
     try:
-        for attempt in range(retries + 1):
-            retry_after: str | None = None
-            try:
-                resp = await http.post(url, json=payload)
-            except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if resp.status_code < 300:
-                    return
-                problem = f"HTTP {resp.status_code}: {resp.text[:200]}"
-                if resp.status_code < 500 and resp.status_code not in (408, 429):
-                    raise NotifyError(f"webhook rejected alert {alert.alert_id}: {problem}")
-                retry_after = resp.headers.get("retry-after")
-            if attempt == retries:
-                raise NotifyError(
-                    f"webhook failed for alert {alert.alert_id} after {retries + 1} attempts: "
-                    f"{problem}"
-                )
-            delay = _backoff(attempt, backoff_s, retry_after)
-            log.warning("webhook %s (attempt %d), retrying in %.2fs", problem, attempt + 1, delay)
-            await asyncio.sleep(delay)
+        await retry_async(
+            post, policy, _classify(alert), what=f"webhook for alert {alert.alert_id}"
+        )
+    except RetriesExhausted as exc:
+        raise NotifyError(
+            f"webhook failed for alert {alert.alert_id} after {exc.attempts} attempts: "
+            f"{exc.last.message}"
+        ) from exc
     finally:
         if own:
             await http.aclose()
@@ -121,33 +136,19 @@ class KafkaAlertPublisher:
     """
 
     def __init__(self, kafka: KafkaSettings, topic: str, *, timeout_s: float = 30.0) -> None:
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        from confluent_kafka import Producer
-
         self.topic = topic
         self.timeout_s = timeout_s
-        self._producer = Producer(
-            {**kafka.client_config(), "acks": "all", "enable.idempotence": True}
+        self._publisher = SyncPublisher(
+            kafka, timeout_s=timeout_s, config={"enable.idempotence": True}
         )
 
     def _send(self, alert: Alert) -> None:
-        errors: list[str] = []
-
-        def on_delivery(err: Any, _msg: Any) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        self._producer.produce(
-            self.topic,
-            key=alert.base_model.encode(),
-            value=alert.to_bytes(),
-            on_delivery=on_delivery,
-        )
-        remaining = self._producer.flush(self.timeout_s)
-        if remaining or errors:
-            reason = errors[0] if errors else f"not acknowledged within {self.timeout_s}s"
-            raise NotifyError(f"alert {alert.alert_id} not delivered to {self.topic}: {reason}")
+        try:
+            self._publisher.publish(self.topic, alert.base_model.encode(), alert.to_bytes())
+        except NotDelivered as exc:
+            raise NotifyError(
+                f"alert {alert.alert_id} not delivered to {self.topic}: {exc.reason}"
+            ) from exc
 
     async def __call__(self, alert: Alert) -> None:
         await asyncio.to_thread(self._send, alert)

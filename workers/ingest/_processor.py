@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas.events import InferenceLog, decode_event, utcnow
 from schemas.exceptions import InvalidEvent
@@ -59,8 +59,18 @@ EVENT_RETENTION = timedelta(days=30)
 #: an earlier one makes the whole insert fail, so it is rejected whatever the retention.
 EARLIEST_STORABLE = datetime(1970, 1, 1, tzinfo=UTC)
 
-#: (topic, partition) -> (first offset, last offset, events, Counter of CountKey)
-PartitionCounts = dict[tuple[str, int], tuple[int, int, int, Counter[CountKey]]]
+
+class PartitionSpan(NamedTuple):
+    """One partition's part of a batch: its ``flush_log`` row (offsets, events, counts)."""
+
+    first: int  # first offset
+    last: int  # last offset
+    events: int
+    counts: Counter[CountKey]
+
+
+#: (topic, partition) -> that partition's span of the batch
+PartitionCounts = dict[tuple[str, int], PartitionSpan]
 
 
 @dataclass(frozen=True)
@@ -316,9 +326,11 @@ class IngestProcessor:
     def _touch_partition(self, result: BatchResult, record: RawRecord) -> None:
         key = (record.topic, record.partition)
         first, last, n, counts = result.partitions.get(
-            key, (record.offset, record.offset, 0, Counter())
+            key, PartitionSpan(record.offset, record.offset, 0, Counter())
         )
-        result.partitions[key] = (min(first, record.offset), max(last, record.offset), n, counts)
+        result.partitions[key] = PartitionSpan(
+            min(first, record.offset), max(last, record.offset), n, counts
+        )
 
     def _embedder(self, name: str) -> Embedder:
         if name not in self._embedders:
@@ -384,7 +396,7 @@ class IngestProcessor:
         row = inference_log_row(
             event, embed_bin=embed_bin, refusal=stats.refusal, novelty_bin=novelty_bin
         )
-        result.partitions[key] = (first, last, n + 1, counts)
+        result.partitions[key] = PartitionSpan(first, last, n + 1, counts)
         result.accepted.append(event)
         result.log_rows.append(row)
         result.counted.append(Counted(record, row, tuple(keys)))
@@ -488,7 +500,9 @@ def _partition_counts(items: Sequence[Counted]) -> PartitionCounts:
     for item in items:
         record = item.record
         key = (record.topic, record.partition)
-        first, last, n, counts = out.get(key, (record.offset, record.offset, 0, Counter()))
+        first, last, n, counts = out.get(
+            key, PartitionSpan(record.offset, record.offset, 0, Counter())
+        )
         counts.update(item.keys)
-        out[key] = (min(first, record.offset), max(last, record.offset), n + 1, counts)
+        out[key] = PartitionSpan(min(first, record.offset), max(last, record.offset), n + 1, counts)
     return out
