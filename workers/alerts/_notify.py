@@ -57,7 +57,7 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
     return {"text": text, "sentryml": json.loads(alert.to_bytes())}
 
 
-class _HTTPStatus(Exception):
+class _HTTPStatus(NotifyError):
     """A webhook answer other than 2xx, for :func:`_classify` to judge."""
 
     def __init__(self, response: httpx.Response) -> None:
