@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "streams.commands.golden",
     "streams.commands.trainer",
     "streams.commands.deployer",
+    "streams.commands.dataset",
     "streams.commands.report",
     "streams.commands.drift",
 )

@@ -172,18 +172,20 @@ def render(tokenizer: Any, prompt: str, target: str, system: str | None) -> tupl
     return prompt_text, completion
 
 
-def build_dataset(
+def collect_examples(
     store: Store,
     base_model: str,
     cfg: TrainConfig,
-    tokenizer: Any,
+    tokenizer: Any | None,
     *,
-    goal: str,
-    method: str,
     now: datetime,
     redactor: Redactor | None = None,
-) -> BuiltDataset:
-    """Read, redact, deduplicate, render and split; refuse below the goal's minimum."""
+) -> tuple[list[Example], Counter[str]]:
+    """Read, redact, deduplicate and render the examples of the lookback period, newest
+    first, with the held-out flag; and why the others were not taken (a count per reason:
+    ``no_prompt``, ``labelled_bad``, ``judged_but_labelled``, ``duplicate``, ``empty``,
+    ``chosen_is_rejected``, ``over_max_examples``). Without ``tokenizer`` the texts are
+    the plain prompt and target (what an export writes)."""
     from workers.redact import Redactor
 
     redactor = redactor or Redactor()
@@ -200,12 +202,14 @@ def build_dataset(
 
     raw: list[tuple[datetime, str, str, str, str, str | None]] = []
     bad = set()
+    dropped: Counter[str] = Counter()
     for fb in feedback:
         rid = fb["request_id"]
         log_row = logs.get(rid, {})
         prompt = fb["prompt"] or log_row.get("prompt")
         if not prompt:
-            continue  # nothing to train on without the question
+            dropped["no_prompt"] += 1  # nothing to train on without the question
+            continue
         if fb["correction"]:
             raw.append((fb["last_ts"], rid, "correction", prompt, fb["correction"], None))
         elif fb["chosen"] and fb["rejected"]:
@@ -214,6 +218,7 @@ def build_dataset(
             raw.append((fb["last_ts"], rid, "good_label", prompt, log_row["completion"], None))
         elif fb["label"] == "bad":
             bad.add(rid)
+            dropped["labelled_bad"] += 1
         if fb["correction"] and fb["chosen"] and fb["rejected"]:
             # A correction and a preference on one request: keep the pair for DPO too.
             raw.append((fb["last_ts"], rid, "preference", prompt, fb["chosen"], fb["rejected"]))
@@ -222,6 +227,7 @@ def build_dataset(
         rid = row["request_id"]
         judged_log = logs.get(rid)
         if rid in labelled or rid in bad or not judged_log or not judged_log.get("completion"):
+            dropped["judged_but_labelled" if rid in labelled or rid in bad else "no_prompt"] += 1
             continue
         raw.append(
             (
@@ -241,13 +247,21 @@ def build_dataset(
         prompt, target = redactor.redact(prompt).strip(), redactor.redact(target).strip()
         rejected = redactor.redact(rejected).strip() if rejected is not None else None
         key = (prompt, target, rejected or "")
+        if len(examples) >= cfg.max_examples:
+            dropped["over_max_examples"] += 1
+            continue
         if not prompt or not target or key in seen or target == rejected:
+            reason = "empty" if not prompt or not target else "duplicate"
+            dropped["chosen_is_rejected" if target == rejected else reason] += 1
             continue
         seen.add(key)
-        prompt_text, completion_text = render(tokenizer, prompt, target, cfg.system_prompt)
-        rejected_text = (
-            render(tokenizer, prompt, rejected, cfg.system_prompt)[1] if rejected else None
-        )
+        if tokenizer is None:
+            prompt_text, completion_text, rejected_text = prompt, target, rejected
+        else:
+            prompt_text, completion_text = render(tokenizer, prompt, target, cfg.system_prompt)
+            rejected_text = (
+                render(tokenizer, prompt, rejected, cfg.system_prompt)[1] if rejected else None
+            )
         examples.append(
             Example(
                 request_id=rid,
@@ -261,9 +275,22 @@ def build_dataset(
                 holdout=in_holdout(rid, cfg.holdout_fraction, cfg.seed),
             )
         )
-        if len(examples) >= cfg.max_examples:
-            break
+    return examples, dropped
 
+
+def build_dataset(
+    store: Store,
+    base_model: str,
+    cfg: TrainConfig,
+    tokenizer: Any,
+    *,
+    goal: str,
+    method: str,
+    now: datetime,
+    redactor: Redactor | None = None,
+) -> BuiltDataset:
+    """Read, redact, deduplicate, render and split; refuse below the goal's minimum."""
+    examples, _ = collect_examples(store, base_model, cfg, tokenizer, now=now, redactor=redactor)
     usable = [e for e in examples if e.is_pair] if method == "dpo" else examples
     need = cfg.min_examples[goal]
     what = "preference pairs" if method == "dpo" else "labelled examples"
