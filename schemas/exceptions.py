@@ -10,7 +10,8 @@ one type. Each package adds its own leaves beside its code; the whole tree::
     │   ├── EmbedderUnavailable
     │   ├── TrainingDataError (ValueError)
     │   ├── BaselineError (ValueError)
-    │   └── RetriesExhausted                      workers/retry.py
+    │   ├── RetriesExhausted                      workers/retry.py
+    │   └── OtlpDecodeError (ValueError)          workers/otlp: not an OTLP export request
     ├── StoreError                                workers/store/exceptions.py
     │   ├── StoreUnavailable, QueryFailed → StoreMisconfigured
     │   ├── InvalidStoreURL (ValueError)
