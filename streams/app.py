@@ -30,14 +30,16 @@ from typing import Any, Protocol
 
 import faust
 
-from schemas.events import utcnow
+from schemas.events import InferenceLog, utcnow
 from schemas.topics import Topics
 from streams.config import WorkerSettings
 from streams.topics import TopicEpochs
 from workers.alerts import AlertSink, post_webhook
+from workers.dlq import RawRecord, Rejected
 from workers.embedding import Embedder, load_embedder
-from workers.ingest import IngestProcessor
+from workers.ingest import IngestProcessor, RecordDecoder
 from workers.judge import JudgeClient, JudgeSampler, JudgeSettings
+from workers.otlp import OtlpSettings
 from workers.redact import Redactor
 from workers.store import Store, open_store
 
@@ -158,12 +160,13 @@ class Keyed(Protocol):
 Publish = Callable[[Keyed], Awaitable[None]]
 
 
-def raw_topic(app: faust.App, name: str) -> faust.TopicT:
-    """A topic of raw bytes: agents validate with ``decode_event`` themselves, so a bad
-    message reaches our DLQ logic instead of failing inside Faust's deserializer."""
+def raw_topic(app: faust.App, name: str, *more: str) -> faust.TopicT:
+    """A topic (or several) of raw bytes: agents validate with ``decode_event`` themselves,
+    so a bad message reaches our DLQ logic instead of failing inside Faust's deserializer."""
     return app.topic(
-        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
+        name, *more, key_type=bytes, value_type=bytes, key_serializer="raw",
+        value_serializer="raw",
+    )  # fmt: skip
 
 
 def publisher(app: faust.App, topic: str) -> Publish:
@@ -289,7 +292,24 @@ def _ingest_processor(
         topic_epoch=lambda topic: epochs()(topic),
         # Called when a baseline first needs its embedder (name -> Embedder).
         embedder_factory=embedder_factory,
+        decoders=otlp_decoders(settings.otlp),
     )
+
+
+def otlp_decoders(settings: OtlpSettings) -> dict[str, RecordDecoder]:
+    """The Collector's OTLP topics and their decoder, when OTLP ingest is on: one span
+    index for both, so a span and its own event (two topics) are one inference."""
+    if not settings.enabled:
+        return {}
+    from workers.otlp import SpanIndex, decode_otlp
+
+    index = SpanIndex(settings.join_spans)
+
+    def decode(record: RawRecord) -> tuple[list[InferenceLog], list[Rejected]]:
+        batch = decode_otlp(record, settings, index=index)
+        return batch.logs, batch.rejected
+
+    return dict.fromkeys({settings.traces_topic, settings.logs_topic}, decode)
 
 
 def _faust_broker_options(settings: WorkerSettings) -> dict[str, Any]:

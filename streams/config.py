@@ -26,6 +26,7 @@ from workers.drift import DriftSettings
 from workers.golden import GoldenSettings
 from workers.judge import JudgeSettings
 from workers.kafka import KafkaSettings
+from workers.otlp import OtlpSettings
 from workers.redact import RedactionSettings
 from workers.retrain_gate import RetrainGateSettings
 from workers.settings import EnvSettings, Section
@@ -101,6 +102,7 @@ class WorkerSettings(EnvSettings):
     consumer_group: str = "sentryml-worker"
     ingest: IngestSettings = IngestSettings()
     redaction: RedactionSettings = RedactionSettings()
+    otlp: OtlpSettings = OtlpSettings()
     drift: DriftSettings = DriftSettings()
     golden: GoldenSettings = GoldenSettings()
     retrain: RetrainGateSettings = RetrainGateSettings()

@@ -38,10 +38,12 @@ log = logging.getLogger(__name__)
 
 def register(app: faust.App, ctx: WorkerContext) -> None:
     settings = ctx.settings
-    source = raw_topic(app, ctx.topics.inference_logs)
+    processor = ctx.ingest
+    # The native topic, and the Collector's OTLP topics when OTLP ingest is on: the
+    # processor decodes each by its topic, with the same offsets, replay rule and DLQ.
+    source = raw_topic(app, ctx.topics.inference_logs, *sorted(processor.decoders))
     dlq = raw_topic(app, ctx.topics.dlq)
     judge_requests = raw_topic(app, ctx.topics.judge_requests)
-    processor = ctx.ingest
     fenced = RebalanceFence(lambda: bool(app.rebalancing), settings.rebalance_fence_s)
 
     async def to_dlq(rejected: Rejected) -> None:

@@ -8,6 +8,7 @@ from workers.ingest._processor import (
     BatchResult,
     IngestProcessor,
     RawRecord,
+    RecordDecoder,
     Rejected,
     inference_log_row,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "BatchResult",
     "IngestProcessor",
     "RawRecord",
+    "RecordDecoder",
     "Rejected",
     "inference_log_row",
 ]

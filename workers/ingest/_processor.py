@@ -27,7 +27,7 @@ import logging
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -155,6 +155,11 @@ class BaselineCache:
         return baseline
 
 
+#: Maps one record of a non-native topic to its events and its rejections (never raises
+#: for bad input): e.g. ``workers.otlp.decode_otlp`` for the Collector's OTLP topics.
+RecordDecoder = Callable[[RawRecord], tuple[list[InferenceLog], list[Rejected]]]
+
+
 class IngestProcessor:
     """Turns raw batches into DLQ entries, raw rows and partial counts; flushes them."""
 
@@ -173,6 +178,7 @@ class IngestProcessor:
         now: Callable[[], datetime] = utcnow,
         max_event_age: timedelta = EVENT_RETENTION,
         topic_epoch: Callable[[str], str] | None = None,
+        decoders: Mapping[str, RecordDecoder] | None = None,
     ) -> None:
         if not 0.0 < embed_sample_rate <= 1.0:
             raise ValueError(f"embed_sample_rate must be in (0, 1], got {embed_sample_rate}")
@@ -193,6 +199,9 @@ class IngestProcessor:
         # The id Kafka gave a topic at creation ("": unknown), so that a re-created topic's
         # offsets are not taken for the old one's (streams.topics.TopicEpochs).
         self.topic_epoch = topic_epoch or (lambda topic: "")
+        # Topics whose records are not one InferenceLog each (OTLP from the Collector):
+        # their decoder maps a record to its events; offsets, replay and counting stay ours.
+        self.decoders = dict(decoders or {})
 
     # -- processing -------------------------------------------------------------------
     def flushed_ranges(
@@ -244,20 +253,33 @@ class IngestProcessor:
             if any(first <= record.offset <= last for first, last in ranges):
                 result.skipped += 1  # counted by an earlier flush (replay after a crash)
                 continue
+            decoder = self.decoders.get(record.topic)
             try:
-                event = decode_event(
-                    record.value, InferenceLog, max_bytes=self.max_event_bytes, now=now
-                )
-                self._check_storable(event, now)
-                fresh.append((record, self.redactor.redact_event(event)))
-            except InvalidEvent as exc:
-                if exc.reason == "expired":
-                    result.expired += 1
-                result.rejected.append(Rejected(record, exc.reason, str(exc)))
+                if decoder is None:
+                    events = [
+                        decode_event(
+                            record.value, InferenceLog, max_bytes=self.max_event_bytes, now=now
+                        )
+                    ]
+                else:
+                    events, rejected = decoder(record)
+                    result.rejected.extend(rejected)
             except StoreError:
                 raise
+            except InvalidEvent as exc:
+                result.expired += exc.reason == "expired"
+                result.rejected.append(Rejected(record, exc.reason, str(exc)))
+                continue
             except Exception as exc:  # a bug must not lose the event: it goes to the DLQ
                 result.rejected.append(self._failed(record, "processing_error", exc))
+                continue
+            for event in events:
+                try:
+                    self._check_storable(event, now)
+                    fresh.append((record, self.redactor.redact_event(event)))
+                except InvalidEvent as exc:
+                    result.expired += exc.reason == "expired"
+                    result.rejected.append(Rejected(record, exc.reason, str(exc)))
         started = time.perf_counter()
         bins = self._embedding_bins_each(fresh, result)
         result.embed_seconds = time.perf_counter() - started

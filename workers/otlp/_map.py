@@ -110,17 +110,25 @@ class _Facts:
     latency_ms: float | None
 
 
+#: vLLM's own request id attribute: the request id when the configured one is absent.
+VLLM_REQUEST_ID = "gen_ai.request.id"
+
+
 class SpanIndex:
     """The recently seen GenAI spans and events, by trace and span id (bounded, LRU).
 
     Keep one per consumer and pass it to every :func:`decode_otlp` call, so that a span and
     its event in different records (the Collector writes traces and logs to separate
     topics) are one inference, and an event is joined to a span seen before it.
+
+    Each mapped inference remembers the record it came from: decoding that same record
+    again (the ingest agent retries a whole batch while the store is down) maps it again,
+    so a retry never turns an inference into a "duplicate" and drops it.
     """
 
     def __init__(self, size: int = 100_000) -> None:
         self.size = size
-        self._seen: OrderedDict[Key, tuple[_Facts | None, bool]] = OrderedDict()
+        self._seen: OrderedDict[Key, tuple[_Facts | None, str | None]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -129,15 +137,19 @@ class SpanIndex:
         entry = self._seen.get(key)
         return entry[0] if entry else None
 
-    def mapped(self, key: Key) -> bool:
+    def mapped(self, key: Key, by: str = "") -> bool:
+        """Whether another record than ``by`` already gave this inference."""
         entry = self._seen.get(key)
-        return bool(entry and entry[1])
+        return bool(entry and entry[1] is not None and entry[1] != by)
 
-    def note(self, key: Key, facts: _Facts | None, *, mapped: bool) -> None:
+    def note(self, key: Key, facts: _Facts | None, *, mapped: bool, by: str = "") -> None:
         if not self.size or not any(key):
             return
-        old_facts, old_mapped = self._seen.pop(key, (None, False))
-        self._seen[key] = (facts or old_facts, mapped or old_mapped)
+        old_facts, old_by = self._seen.pop(key, (None, None))
+        self._seen[key] = (
+            facts or old_facts,
+            old_by if old_by is not None else (by if mapped else None),
+        )
         while len(self._seen) > self.size:
             self._seen.popitem(last=False)
 
@@ -281,7 +293,8 @@ class _Mapper:
             output_tokens=_count(
                 attrs.get("gen_ai.usage.output_tokens", attrs.get("gen_ai.usage.completion_tokens"))
             ),
-            request_id=_text(attrs.get(self.settings.request_id_attribute)),
+            request_id=_text(attrs.get(self.settings.request_id_attribute))
+            or _text(attrs.get(VLLM_REQUEST_ID)),
             adapter=_text(attrs.get(key)) or _text(resource.get(key)),
             latency_ms=latency,
         )
@@ -408,7 +421,7 @@ class _Mapper:
         payload: Callable[[], Message],
         source: str,
     ) -> None:
-        if self.index.mapped(key):
+        if self.index.mapped(key, self.record.coordinates):
             self.batch.duplicates += 1
             return
         prompt, messages, completion = _content(attrs)
@@ -462,7 +475,7 @@ class _Mapper:
                 key, REASON_INVALID, f"GenAI {source} maps to no valid event: {errors}", payload
             )
             return
-        self.index.note(key, facts, mapped=True)
+        self.index.note(key, facts, mapped=True, by=self.record.coordinates)
         self.batch.logs.append(event)
 
     def _position_id(self) -> str:

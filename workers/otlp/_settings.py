@@ -43,7 +43,8 @@ class OtlpSettings(Section):
     request_id_attribute: str = Field(
         "gen_ai.response.id",
         min_length=1,
-        description="Attribute used as request_id (else trace id + span id, hex)",
+        description="Attribute used as request_id (else vLLM's gen_ai.request.id, else "
+        "trace id + span id, hex)",
     )
     base_model: str | None = Field(
         None, min_length=1, max_length=256, description="Label every event with this model"
