@@ -38,7 +38,7 @@ from workers.alerts import AlertSink, post_webhook
 from workers.dlq import RawRecord, Rejected
 from workers.embedding import Embedder, load_embedder
 from workers.ingest import IngestProcessor, RecordDecoder
-from workers.judge import JudgeClient, JudgeSampler, JudgeSettings
+from workers.judge import EvaluationEmitter, JudgeClient, JudgeSampler, JudgeSettings
 from workers.otlp import OtlpSettings
 from workers.redact import Redactor
 from workers.store import Store, open_store
@@ -202,6 +202,8 @@ class JudgeParts:
     client: JudgeClient
     budget_alerts: AlertSink
     drop_alerts: AlertSink
+    #: scores as OpenTelemetry events, when SENTRYML_JUDGE_OTLP_ENDPOINT is set
+    evaluations: EvaluationEmitter | None = None
 
 
 @dataclass
@@ -268,6 +270,12 @@ def _judge_parts(
         drop_alerts=AlertSink(
             store, publish, renotify=timedelta(seconds=settings.renotify_s), now=now
         ),
+        evaluations=EvaluationEmitter(
+            settings.otlp_endpoint,
+            headers={k: v.get_secret_value() for k, v in settings.otlp_headers.items()},
+        )
+        if settings.otlp_endpoint
+        else None,
     )
 
 

@@ -132,6 +132,10 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
                     )
                 )
             await store_scores(ctx.store, batch)
+            if parts.evaluations is not None:  # after the store: telemetry, never the record
+                metrics.inc(
+                    "sentryml_judge_otel_events_total", parts.evaluations.emit(batch.rows, records)
+                )
             for fut in pending:
                 await fut  # delivered to the DLQ before the source offsets are acked
             for event in events:

@@ -13,6 +13,7 @@ from workers.judge._client import (
     schema_check,
     score_rubric,
 )
+from workers.judge._otel import EvaluationEmitter
 from workers.judge._prompts import RUBRICS, build_messages, detect_injection
 from workers.judge._sampling import DailyUsage, JudgeSampler, daily_usage, should_judge
 from workers.judge._settings import JudgeModelSettings, JudgeSettings
@@ -20,6 +21,7 @@ from workers.judge._settings import JudgeModelSettings, JudgeSettings
 __all__ = [
     "RUBRICS",
     "DailyUsage",
+    "EvaluationEmitter",
     "JudgeClient",
     "JudgeModelSettings",
     "JudgeSampler",

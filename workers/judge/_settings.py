@@ -102,6 +102,13 @@ class JudgeSettings(EnvSettings):
     )
     alert_interval_s: float = Field(300.0, gt=0)
     renotify_s: float = Field(6 * 3600.0, ge=0)
+    # scores as OpenTelemetry events (gen_ai.evaluation.result), next to the traces
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP logs endpoint, e.g. http://collector:4318/v1/logs"
+    )
+    otlp_headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Headers of the OTLP requests (API keys: secrets)"
+    )
 
     @model_validator(mode="after")
     def _rates_allowed(self) -> JudgeSettings:
