@@ -289,6 +289,37 @@ def test_dataset_is_joined_redacted_deduplicated_templated_and_split(
         build_dataset(store, MODEL, cfg, tokenizer, goal="style", method="dpo", now=now)
 
 
+def test_training_order_does_not_depend_on_when_the_feedback_arrived(
+    store: Any,
+    demo_model: Path,  # noqa: F811 - the imported fixture
+) -> None:
+    """The same reviewed requests, stamped in another order (feedback events of one
+    burst often share a millisecond), train on the same sequence: the seeded shuffle
+    then gives the same batches, so a retrain is reproducible."""
+    from trainer.dataset import build_dataset
+    from trainer.train import load_tokenizer
+
+    now = datetime.now(UTC)
+    for model, sign in (("m-forward", 1), ("m-backward", -1)):
+        store.insert("feedback", [
+            {"ts": now - timedelta(minutes=30) + sign * timedelta(seconds=i),
+             "request_id": f"req-{i:03d}", "base_model": model, "adapter_version": "none",
+             "reviewer": "qa", "label": "bad", "prompt": f"Question {i} about my order",
+             "correction": answer("order")}
+            for i in range(24)
+        ])  # fmt: skip
+    tokenizer = load_tokenizer(demo_model)
+    cfg = tiny_config(Path("unused.yaml"), min_examples={"style": 20})
+    built = [
+        build_dataset(store, model, cfg, tokenizer, goal="style", method="lora", now=now)
+        for model in ("m-forward", "m-backward")
+    ]
+    forward, backward = ([row["prompt"] for row in ds.hf_train()] for ds in built)
+    assert len(forward) >= 18
+    assert forward == backward
+    assert built[0].dataset_hash == built[1].dataset_hash
+
+
 def test_promotion_refits_the_drift_baseline_from_the_training_data(
     store: Any,
     tmp_path: Path,

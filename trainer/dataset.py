@@ -12,8 +12,9 @@ Sources, per request (the newest feedback of a request wins, field by field):
 Prompts come from the feedback when the app sent one, else from ``inference_logs``
 (joined on request_id). Everything is PII-redacted again with
 :class:`workers.redact.Redactor` (logs are stored redacted already; corrections and
-prompts in feedback may not be), deduplicated by content, and rendered with the model's
-chat template. A seeded hash of the request_id puts 10–15% of requests in the held-out
+prompts in feedback may not be), deduplicated by content, rendered with the model's
+chat template, and put in request_id order (training is reproducible whatever order the
+feedback arrived in). A seeded hash of the request_id puts 10–15% of requests in the held-out
 split, so an example stays on its side of the split across retrains. A build with fewer
 examples than the task goal's minimum raises :class:`DatasetTooSmall`.
 
@@ -275,6 +276,11 @@ def collect_examples(
                 holdout=in_holdout(rid, cfg.holdout_fraction, cfg.seed),
             )
         )
+    # Newest first decided which duplicate and which examples past the cap are kept; the
+    # order trained on must not depend on arrival times (one burst of feedback shares
+    # milliseconds, so ties fall differently from run to run): the seeded shuffle then
+    # draws the same batches for the same examples.
+    examples.sort(key=lambda e: (e.request_id, e.source))
     return examples, dropped
 
 
