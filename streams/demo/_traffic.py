@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from schemas.events import Feedback, InferenceLog
@@ -50,30 +49,34 @@ def _send_feedback(kafka: KafkaSettings, topic: str, items: list[Feedback]) -> N
 
 
 def _live_completions(base_url: str, events: list[InferenceLog]) -> list[InferenceLog]:
-    """Serve a slice of the traffic with the real model (SmolLM2 through llama.cpp)."""
-    from openai import OpenAI
+    """Serve a slice of the traffic with the real model (SmolLM2 through llama.cpp), through
+    the project's one OpenAI-compatible client."""
+    import asyncio
 
-    client = OpenAI(base_url=base_url, api_key="sk-local")
-    out = []
-    for event in events:
-        t0 = time.monotonic()
-        reply = client.chat.completions.create(
-            model="smollm2-135m-instruct",
-            messages=[{"role": "system", "content": SYSTEM_PROMPT},
-                      {"role": "user", "content": event.prompt_text}],
-            max_tokens=64, temperature=0,
-        )  # fmt: skip
-        text = reply.choices[0].message.content or ""
-        out.append(
-            event.model_copy(
-                update={
-                    "completion": text,
-                    "completion_tokens": reply.usage.completion_tokens if reply.usage else None,
-                    "latency_ms": (time.monotonic() - t0) * 1000,
+    from workers.llm import ChatClient
+
+    async def serve() -> list[InferenceLog]:
+        client = ChatClient(base_url=base_url, model="smollm2-135m-instruct", name="live model")
+        try:
+            out = []
+            for event in events:
+                reply = await client.complete(
+                    [{"role": "system", "content": SYSTEM_PROMPT},
+                     {"role": "user", "content": event.prompt_text}],
+                    max_tokens=64,
+                )  # fmt: skip
+                update = {
+                    "completion": reply.content,
+                    "completion_tokens": reply.completion_tokens,
+                    "latency_ms": reply.latency_ms,
                     "app": "support-bot-live",
                 }
-            )
-        )
+                out.append(event.model_copy(update=update))
+            return out
+        finally:
+            await client.aclose()
+
+    out = asyncio.run(serve())
     console.print(f"served {len(out)} requests with the live model")
     return out
 
