@@ -2,29 +2,57 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from schemas.events import Feedback, InferenceLog
 from streams.console import console
+from streams.demo._services import REPO, DemoFailed
 
 if TYPE_CHECKING:
     from streams.config import ProducerSettings
     from workers.kafka import KafkaSettings
 
-from streams.demo._services import DemoFailed
 
 BASE_MODEL = "smollm2-135m-instruct"
 
 
-SYSTEM_PROMPT = (
-    "You are the support assistant of an online shop. Answer only with JSON: "
-    '{"intent": "<intent>", "answer": "<one short sentence>"}.'
-)
+GOLDEN_FILE = REPO / "workers" / "golden" / "sets" / "starter.yaml"
 
 
-OUT_OF_SCOPE = (
-    '{"intent": "out_of_scope", "answer": "I can only help with orders, billing, '
-    'shipping and your account."}'
+def _task_prompt() -> str:
+    """The assistant's instructions are the golden set's: the live model is served, trained
+    and checked with the same system prompt, so the golden set measures the task it runs."""
+    from workers.golden import load_golden_set
+
+    system = load_golden_set(GOLDEN_FILE).system
+    if not system:
+        raise DemoFailed(f"{GOLDEN_FILE} has no system prompt")
+    return system
+
+
+SYSTEM_PROMPT = _task_prompt()
+
+#: The task's intents (the golden set's JSON schema) for the synthetic generator's finer ones:
+#: reviewers label in the taxonomy the assistant is specified with.
+TASK_INTENT = {
+    "order_status": "delivery", "shipping_options": "delivery", "refund_request": "refund",
+    "return_item": "refund", "damaged_item": "refund", "cancel_order": "order",
+    "change_address": "order", "availability": "order", "promo_code": "order",
+    "password_reset": "password_reset", "billing_issue": "invoice",
+    "subscription": "subscription", "payment_method": "account", "account": "account",
+}  # fmt: skip
+
+#: How reviewers turn away requests from other domains (varied, so the adapter learns the
+#: deflection, not one sentence to say to everything).
+DEFLECTIONS = (
+    "I can only help with orders, billing, shipping and your account.",
+    "That is outside what I can do here: I answer questions about your Acme Shop orders, "
+    "deliveries, refunds and account.",
+    "I am the Acme Shop support assistant, so I can only answer questions about orders, "
+    "payments, deliveries and accounts.",
+    "This is not something Acme Shop support covers. Ask me about an order, a delivery, a "
+    "refund or your account.",
 )
 
 
@@ -81,24 +109,33 @@ def _live_completions(base_url: str, events: list[InferenceLog]) -> list[Inferen
     return out
 
 
+def reviewed_answer(completion: str) -> str:
+    """A reviewer's version of an in-domain answer: the task's intent, one sentence."""
+    reply = json.loads(completion)
+    sentence = reply["answer"].split(". ")[0].rstrip(".") + "."
+    return json.dumps({"intent": TASK_INTENT[reply["intent"]], "answer": sentence})
+
+
 def _corrections(
     in_scope: list[InferenceLog], out_of_scope: list[InferenceLog], n: int
 ) -> list[Feedback]:
-    """Simulated reviewers: out-of-domain requests get the task's deflection template,
-    in-domain ones are confirmed with the template answer (labelled good)."""
+    """Simulated reviewers: a fifth of the corrections turn away out-of-domain requests,
+    the rest rewrite in-domain answers in the task's format (intent, one sentence)."""
     out = []
-    for event in out_of_scope[: n // 2]:
+    for i, event in enumerate(out_of_scope[: n // 5]):
+        deflect = json.dumps({"intent": "other", "answer": DEFLECTIONS[i % len(DEFLECTIONS)]})
         out.append(
             Feedback(
                 request_id=event.request_id, base_model=event.base_model, label="bad",
-                correction=OUT_OF_SCOPE, prompt=event.prompt_text, reviewer="demo-reviewer",
+                correction=deflect, prompt=event.prompt_text, reviewer="demo-reviewer",
             )
         )  # fmt: skip
     for event in in_scope[: n - len(out)]:
         out.append(
             Feedback(
-                request_id=event.request_id, base_model=event.base_model, label="good",
-                correction=event.completion, prompt=event.prompt_text, reviewer="demo-reviewer",
+                request_id=event.request_id, base_model=event.base_model, label="bad",
+                correction=reviewed_answer(event.completion), prompt=event.prompt_text,
+                reviewer="demo-reviewer",
             )
         )  # fmt: skip
     return out
